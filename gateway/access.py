@@ -1,0 +1,217 @@
+"""The request path every `/api/v1` call takes, in one place.
+
+    authenticate -> (view: decide -> load -> disclose -> note) -> audit -> respond
+
+`begin_api_request` authenticates the caller and checks the declared purpose before any
+view runs. Views decide against the agreements, load, disclose and `note_access` what they
+released. `finish_request` then writes exactly one audit event for the request, in the same
+transaction as the data access, and commits; if the event cannot be written the caller gets
+a 503 and none of the data (fail closed). Errors roll back the data changes first, so a
+refused request changes nothing but still leaves its audit event.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from authlib.oauth2 import OAuth2Error
+from flask import Response, g, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from audit.events import AuditEvent, EventKind
+from audit.record import record_event
+from gateway import extensions
+from gateway.oauth import Caller
+from gateway.openapi import API_PREFIX
+from gateway.problems import Problem, problem_response
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+ON_BEHALF_OF = re.compile(r"^[\w.@:/ -]{1,128}$")
+PUBLIC_API_PATHS = (f"{API_PREFIX}/openapi.json", f"{API_PREFIX}/docs")
+BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+@dataclass
+class AccessNote:
+    """What the view decided and released, for the audit event."""
+
+    kind: EventKind = EventKind.API_ACCESS
+    action: str | None = None
+    resource_type: str | None = None
+    subject_ids: set[str] = field(default_factory=set)
+    agreement: str | None = None
+    grant: str | None = None
+    level: str | None = None
+    fields: set[str] = field(default_factory=set)
+    decision: str | None = None
+    reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    client_id: str | None = None
+    agency: str | None = None
+
+
+def is_audited_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIX) and not path.startswith(PUBLIC_API_PATHS)
+
+
+def begin_request() -> None:
+    g.started_ns = time.perf_counter_ns()
+    g.note = AccessNote()
+    g.caller = None
+    g.purpose = None
+    supplied = request.headers.get("X-Request-ID")
+    g.request_id = supplied if supplied and REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    if supplied and g.request_id != supplied:
+        raise Problem(
+            400, "bad-request-id", detail="X-Request-ID must match ^[A-Za-z0-9._:-]{1,64}$"
+        )
+    if is_audited_api_path(request.path):
+        begin_api_request()
+
+
+def begin_api_request() -> None:
+    try:
+        caller = extensions.oauth().authenticate()
+    except OAuth2Error as error:
+        headers = dict(error.get_headers())
+        headers.pop("Content-Type", None)
+        status = error.status_code or 401
+        raise Problem(
+            status,
+            "invalid-token" if status == 401 else "forbidden",
+            detail=error.description or error.error,
+            headers=headers,
+        ) from None
+    g.caller = caller
+    g.note.client_id, g.note.agency = caller.client_id, caller.agency_code
+
+    purpose = request.headers.get("X-Purpose")
+    if not purpose:
+        raise Problem(
+            400, "purpose-required", detail="Declare the purpose of this request in X-Purpose."
+        )
+    if purpose not in extensions.agreements().current().purposes:
+        raise Problem(
+            400, "unknown-purpose", detail="X-Purpose is not a purpose any agreement names."
+        )
+    g.purpose = purpose
+
+    on_behalf_of = request.headers.get("X-On-Behalf-Of")
+    if on_behalf_of is not None and not ON_BEHALF_OF.match(on_behalf_of):
+        raise Problem(
+            400, "bad-on-behalf-of", detail="X-On-Behalf-Of must be 1-128 plain characters."
+        )
+
+    if request.method in BODY_METHODS and request.content_length != 0 and not request.is_json:
+        raise Problem(415, detail="Send the body as application/json.")
+
+
+def require_scope(scope: str) -> Caller:
+    """The authenticated caller, provided its token carries `scope`."""
+    caller: Caller = g.caller
+    if scope not in caller.scopes:
+        raise Problem(
+            403,
+            "insufficient-scope",
+            detail=f"This operation needs the scope {scope}.",
+            headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+        )
+    return caller
+
+
+def note_access(**values: Any) -> AccessNote:
+    """Record what this request decided and released; merged into its audit event."""
+    note: AccessNote = g.note
+    for name, value in values.items():
+        if name in ("subject_ids", "fields"):
+            getattr(note, name).update(value)
+        else:
+            setattr(note, name, value)
+    return note
+
+
+def note_token_request(response: Response, *, revocation: bool = False) -> None:
+    """Token endpoint attempts are audited too: issued, refused and revoked."""
+    note: AccessNote = g.note
+    ok = response.status_code == 200
+    if revocation:
+        note.kind = EventKind.TOKEN_REVOKED
+    else:
+        note.kind = EventKind.TOKEN_ISSUED if ok else EventKind.TOKEN_REFUSED
+    note.decision = "permit" if ok else "deny"
+    if not ok:
+        body = response.get_json(silent=True) or {}
+        note.reason = str(body.get("error", "invalid_request"))[:64]
+    auth = request.authorization
+    claimed = (auth.username if auth else None) or request.form.get("client_id")
+    client = extensions.oauth().server.query_client(claimed) if claimed else None
+    if client is not None:
+        note.client_id, note.agency = client.client_id, client.agency.code
+    note.details["grant_type"] = str(request.form.get("grant_type", ""))[:40]
+    g.audit_token_endpoint = True
+
+
+def _is_audited() -> bool:
+    return is_audited_api_path(request.path) or getattr(g, "audit_token_endpoint", False)
+
+
+def build_event(response: Response) -> AuditEvent:
+    note: AccessNote = g.note
+    decision = note.decision or ("permit" if response.status_code < 400 else "deny")
+    reason = (
+        note.reason
+        or getattr(g, "problem_slug", None)
+        or ("ok" if decision == "permit" else "denied")
+    )
+    rule = request.url_rule
+    return AuditEvent(
+        event_id=uuid.uuid4().hex,
+        kind=note.kind,
+        time=datetime.now(UTC),
+        request_id=g.request_id,
+        client_id=note.client_id,
+        agency=note.agency,
+        on_behalf_of=request.headers.get("X-On-Behalf-Of") if g.caller else None,
+        purpose=g.purpose,
+        method=request.method,
+        route=rule.rule if rule is not None else None,
+        action=note.action,
+        resource_type=note.resource_type,
+        subject_ids=tuple(sorted(note.subject_ids)),
+        agreement=note.agreement,
+        grant=note.grant,
+        disclosure_level=note.level,
+        fields=tuple(sorted(note.fields)),
+        decision=decision,
+        reason=reason,
+        status=response.status_code,
+        duration_us=(time.perf_counter_ns() - g.started_ns) // 1000,
+        details=note.details,
+    )
+
+
+def finish_request(response: Response) -> Response:
+    response.headers["X-Request-ID"] = getattr(g, "request_id", "")
+    if not hasattr(g, "note") or not _is_audited():
+        return response
+    session = extensions.database().session
+    try:
+        if response.status_code >= 400:
+            session.rollback()
+        record_event(session, build_event(response))
+        session.commit()
+    except SQLAlchemyError:
+        session.rollback()
+        return problem_response(
+            Problem(
+                503,
+                "audit-unavailable",
+                detail="The access could not be logged, so nothing was released.",
+            )
+        )
+    return response

@@ -1,0 +1,179 @@
+"""Subjects: the people partners manage, released only as the caller's agreements allow.
+
+Every view reads as the request path: caller -> decide -> load -> disclose -> note -> respond.
+A record the caller may not see is answered exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from flask import g
+
+from gateway import extensions
+from gateway.access import note_access, require_scope
+from gateway.api.base import ApiBlueprint
+from gateway.models import CohortMembership, Subject
+from gateway.pagination import decode_cursor, encode_cursor
+from gateway.problems import Problem
+from gateway.services.decisions import decide_on_subject, disclose_subjects
+from gateway.services.pseudonymisation import keyring, resolve_pseudonym
+from gateway.services.subjects import find_by_identifier, load_subjects, scope_filter
+from policies.engine import list_scope
+from policies.identifiers import IdentifierError, normalise_identifier
+from schemas.subjects import SubjectListQuery, SubjectPageSchema, SubjectSchema, SubjectSearchBody
+
+blp = ApiBlueprint(
+    "subjects", __name__, url_prefix="/api/v1/subjects", description="People IOM partners manage"
+)
+
+NOT_FOUND = "No such subject."
+
+
+def not_found(reason: str) -> Problem:
+    note_access(decision="deny", reason=reason)
+    return Problem(404, detail=NOT_FOUND)
+
+
+@blp.route("", methods=["GET"])
+@blp.arguments(SubjectListQuery, location="query")
+@blp.response(200, SubjectPageSchema)
+def list_subjects(query: dict) -> dict:
+    """Subjects in the caller's scope, filtered in SQL by the permitting grants."""
+    caller = require_scope("subjects:read")
+    now = datetime.now(UTC)
+    note_access(action="list", resource_type="subject", details=_query_details(query))
+    scopes = list_scope(
+        extensions.agreements().current(),
+        agency=caller.agency_code,
+        agency_kind=caller.agency_kind,
+        action="list",
+        resource="subject",
+        purpose=g.purpose,
+        now=now,
+    )
+    session = extensions.database().session
+    after = decode_cursor(query.get("cursor"), "after")
+    statement = sa.select(Subject.id).where(scope_filter(scopes, caller.agency_id, now.date()))
+    if "area" in query:
+        statement = statement.where(Subject.area_code == query["area"])
+    if "cohort" in query:
+        statement = statement.where(
+            sa.exists().where(
+                CohortMembership.subject_id == Subject.id,
+                CohortMembership.cohort == query["cohort"],
+            )
+        )
+    if "updated_since" in query:
+        statement = statement.where(Subject.updated_at >= query["updated_since"])
+    if after:
+        statement = statement.where(Subject.id > str(after["after"]))
+    ids = session.scalars(statement.order_by(Subject.id).limit(query["limit"] + 1)).all()
+    page, more = ids[: query["limit"]], len(ids) > query["limit"]
+
+    subjects = load_subjects(session, page)
+    policy = extensions.agreements().current()
+    decided = []
+    for subject_id in page:
+        subject = subjects[subject_id]
+        decision = decide_on_subject(
+            policy, caller.agency_code, caller.agency_kind, "list", g.purpose, subject, now
+        )
+        if decision.permitted:  # the SQL scope and the decision agree; this is the backstop
+            decided.append((subject, decision))
+    items = disclose_subjects(session, keyring(extensions.keys()), caller.agency_code, decided, now)
+    _note_disclosures(decided)
+    return {
+        "items": items,
+        "next_cursor": encode_cursor({"after": page[-1]}) if more and page else None,
+    }
+
+
+@blp.route("/<string:ref>", methods=["GET"])
+@blp.response(200, SubjectSchema)
+def get_subject(ref: str) -> dict:
+    """One subject by internal id, or by the pseudonym the caller was given."""
+    caller = require_scope("subjects:read")
+    now = datetime.now(UTC)
+    note_access(action="read", resource_type="subject")
+    session = extensions.database().session
+    subject_id, by_pseudonym = _resolve_ref(ref, caller.agency_code, now)
+    subject = load_subjects(session, [subject_id]).get(subject_id) if subject_id else None
+    if subject is None:
+        raise not_found("no_such_subject")
+    note_access(subject_ids=[subject.id])
+    policy = extensions.agreements().current()
+    decision = decide_on_subject(
+        policy, caller.agency_code, caller.agency_kind, "read", g.purpose, subject, now
+    )
+    if not decision.permitted:
+        raise not_found(decision.reasons[0].code if decision.reasons else "no_agreement")
+    if by_pseudonym != bool(decision.pseudonym_agreement):
+        raise not_found("reference_form_not_granted")  # address people as you were given them
+    [record] = disclose_subjects(
+        session, keyring(extensions.keys()), caller.agency_code, [(subject, decision)], now
+    )
+    _note_disclosures([(subject, decision)])
+    return record
+
+
+@blp.route("/search", methods=["POST"])
+@blp.arguments(SubjectSearchBody)
+@blp.response(200, SubjectSchema)
+def search_subject(body: dict) -> dict:
+    """Find a person by PNC, CRN or NOMIS number, sent in the body so it stays out of URLs.
+
+    Only grants at the identified level permit a search."""
+    caller = require_scope("subjects:search")
+    now = datetime.now(UTC)
+    note_access(action="search", resource_type="subject", details={"scheme": body["scheme"]})
+    try:
+        value = normalise_identifier(body["scheme"], body["value"])
+    except IdentifierError as error:
+        raise Problem(422, detail=str(error), errors={"json": {"value": [str(error)]}}) from None
+    session = extensions.database().session
+    subject_id = find_by_identifier(session, body["scheme"], value)
+    subject = load_subjects(session, [subject_id]).get(subject_id) if subject_id else None
+    if subject is None:
+        raise not_found("no_such_subject")
+    note_access(subject_ids=[subject.id])
+    policy = extensions.agreements().current()
+    decision = decide_on_subject(
+        policy, caller.agency_code, caller.agency_kind, "search", g.purpose, subject, now
+    )
+    if not decision.permitted or decision.pseudonym_agreement:
+        raise not_found(decision.reasons[0].code if decision.reasons else "search_not_identified")
+    [record] = disclose_subjects(
+        session, keyring(extensions.keys()), caller.agency_code, [(subject, decision)], now
+    )
+    _note_disclosures([(subject, decision)])
+    return record
+
+
+def _resolve_ref(ref: str, agency: str, now: datetime) -> tuple[str | None, bool]:
+    if ref.startswith("psn"):
+        grace = timedelta(days=extensions.config().pseudonym_grace_days)
+        resolved = resolve_pseudonym(extensions.database().session, ref, agency, grace, now)
+        return (resolved[0] if resolved else None), True
+    return (ref if len(ref) == 36 else None), False
+
+
+def _note_disclosures(decided: list) -> None:
+    levels = {d.level for _, d in decided if d.level}
+    basis = sorted({f"{a}#{gr}" for _, d in decided for a, gr in d.basis})
+    note_access(
+        decision="permit",
+        reason="ok",
+        subject_ids=[s.id for s, _ in decided],
+        fields={f for _, d in decided for f in d.fields},
+        level="identified" if "identified" in levels else (levels.pop() if levels else None),
+        agreement=",".join(sorted({b.split("#")[0] for b in basis})) or None,
+        grant=",".join(b.split("#")[1] for b in basis) or None,
+    )
+
+
+def _query_details(query: dict) -> dict:
+    return {
+        k: str(v) for k, v in query.items() if k in ("cohort", "area", "updated_since", "limit")
+    }

@@ -1,0 +1,74 @@
+"""Configuration from environment variables, with safe defaults for the embedded set-up.
+
+Production mode (`GATEWAY_ENV=production`) refuses demo keys and missing keys, so a
+misconfigured deployment fails at start-up rather than serving with throwaway secrets.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class Config:
+    env: str = "development"
+    instance_path: Path = ROOT / "instance"
+    database_url: str = ""
+    key_dir: Path = ROOT / "instance" / "keys"
+    issuer: str = "http://127.0.0.1:8000"
+    audience: str = "iom-gateway"
+    token_lifetime_seconds: int = 600
+    max_body_bytes: int = 1_000_000
+    page_size_default: int = 50
+    page_size_max: int = 200
+    audit_origin: str = "iom-gateway.local/audit"
+    audit_seal_in_process: bool = True
+    audit_seal_interval_seconds: float = 1.0
+    audit_checkpoint_every_events: int = 1000
+    audit_checkpoint_every_seconds: float = 5.0
+    pseudonym_grace_days: int = 90
+    rate_limit: str = "600 per minute"
+    rate_limit_storage_uri: str = "memory://"
+    agreements_dir: Path = ROOT / "policies" / "agreements"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Config:
+        instance = Path(os.environ.get("GATEWAY_INSTANCE_PATH", ROOT / "instance"))
+        config = cls(
+            env=os.environ.get("GATEWAY_ENV", "development"),
+            instance_path=instance,
+            database_url=os.environ.get(
+                "GATEWAY_DATABASE_URL", f"sqlite:///{instance / 'gateway.db'}"
+            ),
+            key_dir=Path(os.environ.get("GATEWAY_KEY_DIR", instance / "keys")),
+            issuer=os.environ.get("GATEWAY_ISSUER", "http://127.0.0.1:8000"),
+            audience=os.environ.get("GATEWAY_AUDIENCE", "iom-gateway"),
+            token_lifetime_seconds=_int("GATEWAY_TOKEN_LIFETIME", 600),
+            max_body_bytes=_int("GATEWAY_MAX_BODY_BYTES", 1_000_000),
+            audit_seal_in_process=os.environ.get("GATEWAY_AUDIT_SEAL_IN_PROCESS", "1") == "1",
+            audit_seal_interval_seconds=_float("GATEWAY_AUDIT_SEAL_INTERVAL", 1.0),
+            audit_checkpoint_every_events=_int("GATEWAY_AUDIT_CHECKPOINT_EVENTS", 1000),
+            audit_checkpoint_every_seconds=_float("GATEWAY_AUDIT_CHECKPOINT_SECONDS", 5.0),
+            pseudonym_grace_days=_int("GATEWAY_PSEUDONYM_GRACE_DAYS", 90),
+            rate_limit=os.environ.get("GATEWAY_RATE_LIMIT", "600 per minute"),
+            rate_limit_storage_uri=os.environ.get("GATEWAY_RATE_LIMIT_STORAGE", "memory://"),
+        )
+        return replace(config, **overrides)

@@ -1,0 +1,266 @@
+"""The gateway's data model: agencies and their API clients, the people IOM manages, and
+the facts partners share about them (cohorts, risk, needs, who manages whom).
+
+Identifiers live in their own table, normalised, so that one person is one subject however
+partners spell a PNC or CRN; names, dates of birth and identifiers never leave this schema
+except through `policies.disclose`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from gateway.db import Base, utcnow
+
+AGENCY_KINDS = (
+    "police", "nps", "crc", "yot", "local_authority", "health", "voluntary", "ig_audit",
+)
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+class Area(Base):
+    """A local authority area: IOM accountability is per local authority."""
+
+    __tablename__ = "areas"
+    code: Mapped[str] = mapped_column(sa.String(8), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(80))
+    policing_units: Mapped[list[PolicingUnit]] = relationship(back_populates="area")
+
+
+class PolicingUnit(Base):
+    __tablename__ = "policing_units"
+    code: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(80))
+    area_code: Mapped[str] = mapped_column(sa.ForeignKey("areas.code"), index=True)
+    area: Mapped[Area] = relationship(back_populates="policing_units")
+
+
+class Agency(Base):
+    __tablename__ = "agencies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(sa.String(32), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(120))
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    areas: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    suspended_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    clients: Mapped[list[ApiClient]] = relationship(back_populates="agency")
+
+    __table_args__ = (sa.CheckConstraint(f"kind IN {AGENCY_KINDS}", name="agency_kind"),)
+
+
+class ApiClient(Base):
+    """An agency's system that calls the gateway (OAuth 2.0 client, RFC 6749 s.2).
+
+    Implements the client interface authlib's authorization server expects.
+    """
+
+    __tablename__ = "api_clients"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agencies.id"), index=True)
+    name: Mapped[str] = mapped_column(sa.String(120))
+    auth_method: Mapped[str] = mapped_column(sa.String(32))
+    secret_hash: Mapped[str | None] = mapped_column(sa.String(200))
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    scopes: Mapped[str] = mapped_column(sa.String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    agency: Mapped[Agency] = relationship(back_populates="clients", lazy="joined")
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None and self.agency.suspended_at is None
+
+    # --- authlib ClientMixin ---
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> None:
+        return None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        allowed = set(self.scopes.split())
+        if not scope:
+            return " ".join(sorted(allowed))
+        return " ".join(s for s in scope.split() if s in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return False
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        from gateway.credentials import verify_secret
+
+        return self.secret_hash is not None and verify_secret(client_secret, self.secret_hash)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method == self.auth_method
+
+    def check_response_type(self, response_type: str) -> bool:
+        return False
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type == "client_credentials"
+
+
+class RevokedToken(Base):
+    """Access tokens revoked before expiry (RFC 7009); rows can be purged after `expires_at`."""
+
+    __tablename__ = "revoked_tokens"
+    jti: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    expires_at: Mapped[datetime]
+
+
+class UsedClientAssertion(Base):
+    """The `jti` of every accepted private_key_jwt assertion, so none can be replayed."""
+
+    __tablename__ = "used_client_assertions"
+    client_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    jti: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    expires_at: Mapped[datetime]
+
+
+class Subject(Base):
+    """A person IOM partners manage or refer. `id` is internal and never a real identifier."""
+
+    __tablename__ = "subjects"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_uuid)
+    given_name: Mapped[str] = mapped_column(sa.String(100))
+    family_name: Mapped[str] = mapped_column(sa.String(100))
+    date_of_birth: Mapped[date]
+    gender: Mapped[str] = mapped_column(sa.String(20))
+    ethnicity: Mapped[str | None] = mapped_column(sa.String(10))
+    address_line: Mapped[str | None] = mapped_column(sa.String(200))
+    postcode: Mapped[str | None] = mapped_column(sa.String(10))
+    phone: Mapped[str | None] = mapped_column(sa.String(20))
+    area_code: Mapped[str] = mapped_column(sa.ForeignKey("areas.code"), index=True)
+    policing_unit_code: Mapped[str | None] = mapped_column(sa.ForeignKey("policing_units.code"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    identifiers: Mapped[list[SubjectIdentifier]] = relationship(
+        back_populates="subject", cascade="all, delete-orphan"
+    )
+    cohorts: Mapped[list[CohortMembership]] = relationship(cascade="all, delete-orphan")
+    risk_assessments: Mapped[list[RiskAssessment]] = relationship(
+        cascade="all, delete-orphan", order_by="RiskAssessment.assessed_at"
+    )
+    needs: Mapped[list[Need]] = relationship(cascade="all, delete-orphan")
+    management: Mapped[list[Management]] = relationship(cascade="all, delete-orphan")
+    victim_links: Mapped[list[VictimLink]] = relationship(cascade="all, delete-orphan")
+
+
+class SubjectIdentifier(Base):
+    """A normalised strong identifier (PNC, CRN, NOMIS) or an agency-local reference."""
+
+    __tablename__ = "subject_identifiers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[str] = mapped_column(sa.ForeignKey("subjects.id"), index=True)
+    scheme: Mapped[str] = mapped_column(sa.String(40))
+    value: Mapped[str] = mapped_column(sa.String(40))
+    subject: Mapped[Subject] = relationship(back_populates="identifiers")
+    __table_args__ = (sa.UniqueConstraint("scheme", "value", name="uq_identifier"),)
+
+
+class CohortMembership(Base):
+    __tablename__ = "cohort_memberships"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[str] = mapped_column(sa.ForeignKey("subjects.id"), index=True)
+    cohort: Mapped[str] = mapped_column(sa.String(16), index=True)
+    area_code: Mapped[str] = mapped_column(sa.ForeignKey("areas.code"))
+    start_date: Mapped[date]
+    end_date: Mapped[date | None]
+
+
+class RiskAssessment(Base):
+    """Two different questions: likelihood of reoffending, and risk of serious harm."""
+
+    __tablename__ = "risk_assessments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[str] = mapped_column(sa.ForeignKey("subjects.id"), index=True)
+    reoffending_score: Mapped[int | None]
+    reoffending_band: Mapped[str | None] = mapped_column(sa.String(12))
+    serious_harm_level: Mapped[str | None] = mapped_column(sa.String(12))
+    assessed_by_agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agencies.id"))
+    assessed_at: Mapped[datetime]
+
+
+class Need(Base):
+    """The current level of one of the seven resettlement pathways."""
+
+    __tablename__ = "needs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[str] = mapped_column(sa.ForeignKey("subjects.id"), index=True)
+    pathway: Mapped[str] = mapped_column(sa.String(24))
+    level: Mapped[str] = mapped_column(sa.String(12))
+    assessed_at: Mapped[datetime]
+    __table_args__ = (sa.UniqueConstraint("subject_id", "pathway", name="uq_need_pathway"),)
+
+
+class Management(Base):
+    """A case: which agency manages the subject, from when, statutory or not."""
+
+    __tablename__ = "management"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[str] = mapped_column(sa.ForeignKey("subjects.id"), index=True)
+    agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agencies.id"), index=True)
+    local_case_id: Mapped[str | None] = mapped_column(sa.String(64))
+    statutory: Mapped[bool]
+    offender_manager_ref: Mapped[str | None] = mapped_column(sa.String(64))
+    start_date: Mapped[date]
+    end_date: Mapped[date | None]
+    agency: Mapped[Agency] = relationship(lazy="joined")
+    __table_args__ = (
+        sa.UniqueConstraint("agency_id", "local_case_id", name="uq_management_case"),
+    )
+
+
+class VictimLink(Base):
+    """A victim linked to a domestic-abuse perpetrator: the most sensitive data held."""
+
+    __tablename__ = "victim_links"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[str] = mapped_column(sa.ForeignKey("subjects.id"), index=True)
+    victim_ref: Mapped[str] = mapped_column(sa.String(36), default=new_uuid)
+    relationship_to_subject: Mapped[str] = mapped_column(sa.String(40))
+
+
+class AgreementVersion(Base):
+    """Every loaded version of every agreement; the newest unretired one is in force."""
+
+    __tablename__ = "agreement_versions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agreement_id: Mapped[str] = mapped_column(sa.String(64))
+    version: Mapped[int]
+    document: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    loaded_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None]
+    __table_args__ = (sa.UniqueConstraint("agreement_id", "version", name="uq_agreement_version"),)
+
+
+class PseudonymKeyVersion(Base):
+    """A pseudonymisation key version (the key itself stays in the key store)."""
+
+    __tablename__ = "pseudonym_key_versions"
+    version: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    superseded_at: Mapped[datetime | None]
+
+
+class PseudonymIndex(Base):
+    """Resolves an inbound pseudonym to its subject with one indexed lookup."""
+
+    __tablename__ = "pseudonym_index"
+    pseudonym: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    domain: Mapped[str] = mapped_column(sa.String(120), index=True)
+    key_version: Mapped[int]
+    subject_id: Mapped[str] = mapped_column(sa.ForeignKey("subjects.id"), index=True)

@@ -1,0 +1,102 @@
+"""Running the audit sealer: in a thread of the embedded gateway, or as its own worker
+(`iom-gateway audit seal`) when many gateway processes share one PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+
+from flask import Flask
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from audit.checkpoint import CheckpointSigner
+from audit.seal import SealResult, seal_pending_events
+from gateway.config import Config
+from gateway.db import Database
+from gateway.keys import KeyStore
+
+log = logging.getLogger("gateway.sealer")
+
+
+def signer_for(keys: KeyStore) -> CheckpointSigner:
+    return CheckpointSigner(
+        key_name=f"iom-gateway-audit-v{keys.checkpoint_key_version}",
+        private_key=keys.checkpoint_signing_key(),
+    )
+
+
+def seal_session(
+    session: Session, config: Config, keys: KeyStore, *, batch_size: int = 5000
+) -> SealResult:
+    """Seal what is pending in this session's transaction (the caller commits)."""
+    return seal_pending_events(
+        session,
+        signer_for(keys),
+        origin=config.audit_origin,
+        now=datetime.now(UTC),
+        batch_size=batch_size,
+        checkpoint_every_events=config.audit_checkpoint_every_events,
+        checkpoint_every_seconds=config.audit_checkpoint_every_seconds,
+    )
+
+
+def seal_until_idle(database: Database, config: Config, keys: KeyStore) -> int:
+    """Seal in committed batches until nothing more is pending; returns events sealed."""
+    total = 0
+    while True:
+        with database.session_factory() as session:
+            result = seal_session(session, config, keys)
+            session.commit()
+        total += result.sealed
+        if not result.more_pending:
+            return total
+
+
+def seal_once(app: Flask) -> str:
+    database, keys, config = (
+        app.extensions["gateway.db"],
+        app.extensions["gateway.keys"],
+        app.config["GATEWAY"],
+    )
+    sealed = seal_until_idle(database, config, keys)
+    return f"sealed {sealed} event(s)"
+
+
+def run_sealer_loop(app: Flask, interval: float, stop: threading.Event | None = None) -> None:
+    database, keys, config = (
+        app.extensions["gateway.db"],
+        app.extensions["gateway.keys"],
+        app.config["GATEWAY"],
+    )
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        try:
+            seal_until_idle(database, config, keys)
+        except SQLAlchemyError as error:  # the database may be away; try again next round
+            log.warning("sealing failed: %s", type(error).__name__)
+        stop.wait(interval)
+
+
+def start_sealer(app: Flask) -> threading.Thread:
+    """The embedded default: one daemon thread per process seals every `interval` seconds.
+
+    Only one sealer works at a time (the seal state row is locked), so several processes
+    running this thread is safe, merely redundant."""
+    interval = app.config["GATEWAY"].audit_seal_interval_seconds
+    thread = threading.Thread(
+        target=run_sealer_loop, args=(app, interval), name="audit-sealer", daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def wait_until_sealed(app: Flask, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while seal_until_idle(
+        app.extensions["gateway.db"], app.config["GATEWAY"], app.extensions["gateway.keys"]
+    ):
+        if time.monotonic() > deadline:
+            raise TimeoutError("audit log did not settle")

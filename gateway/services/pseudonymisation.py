@@ -1,0 +1,104 @@
+"""Per-recipient pseudonyms: computed by `policies.pseudonyms`, indexed here so that an
+inbound pseudonym resolves to its subject with one lookup, and rotated with a grace period.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from audit.events import EventKind
+from gateway.db import Database
+from gateway.keys import KeyStore
+from gateway.models import PseudonymIndex, PseudonymKeyVersion
+from gateway.services.registry import audit_admin
+from policies.pseudonyms import Keyring, pseudonym_domain, rotation_map
+
+PREFIX = "psn"
+
+
+def keyring(keys: KeyStore) -> Keyring:
+    return Keyring(versions=keys.pseudonym_keys, current=keys.pseudonym_key_version)
+
+
+def insert_ignoring_duplicates(database: Database | Session, table: sa.Table) -> sa.Insert:
+    """INSERT ... ON CONFLICT DO NOTHING on both SQLite and PostgreSQL."""
+    session = database.session if isinstance(database, Database) else database
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing()
+
+
+def pseudonyms_for(
+    session: Session, ring: Keyring, agreement_id: str, agency: str, subject_ids: list[str]
+) -> dict[str, str]:
+    """The recipient's pseudonym for each subject, recorded in the index for inbound lookups."""
+    domain = pseudonym_domain(agreement_id, agency)
+    found = {sid: ring.pseudonym(domain, sid) for sid in subject_ids}
+    if found:
+        session.execute(
+            insert_ignoring_duplicates(session, PseudonymIndex.__table__),
+            [
+                {"pseudonym": p, "domain": domain, "key_version": ring.current, "subject_id": sid}
+                for sid, p in found.items()
+            ],
+        )
+    return found
+
+
+def resolve_pseudonym(
+    session: Session, pseudonym: str, agency: str, grace: timedelta, now: datetime
+) -> tuple[str, str] | None:
+    """(subject id, agreement id) for a pseudonym this agency was given, else None.
+
+    A pseudonym of a superseded key version still resolves until the grace period ends.
+    """
+    row = session.scalar(sa.select(PseudonymIndex).where(PseudonymIndex.pseudonym == pseudonym))
+    if row is None:
+        return None
+    agreement_id, _, recipient = row.domain.rpartition("/")
+    if recipient != agency:
+        return None
+    version = session.get(PseudonymKeyVersion, row.key_version)
+    if version is not None and version.superseded_at is not None and now - version.superseded_at > grace:
+        return None
+    return row.subject_id, agreement_id
+
+
+def rotate_pseudonym_key(session: Session, keys: KeyStore) -> int:
+    """Make a new key version current; the old one resolves for the grace period."""
+    now = datetime.now(UTC)
+    old = keys.pseudonym_key_version
+    for version in keys.pseudonym_keys:
+        if session.get(PseudonymKeyVersion, version) is None:
+            session.add(PseudonymKeyVersion(version=version, created_at=now))
+    session.flush()
+    new = keys.add_pseudonym_key()
+    session.get(PseudonymKeyVersion, old).superseded_at = now
+    session.add(PseudonymKeyVersion(version=new, created_at=now))
+    audit_admin(session, EventKind.KEY_ROTATED, agency=None, details={"purpose": "pseudonym", "version": new})
+    return new
+
+
+def rotation_map_for(session: Session, keys: KeyStore, agency: str, old_version: int) -> dict[str, str]:
+    """Old-to-new map of the pseudonyms this agency was given under `old_version`."""
+    ring = keyring(keys)
+    if old_version not in ring.versions or old_version == ring.current:
+        return {}
+    rows = session.execute(
+        sa.select(PseudonymIndex.domain, PseudonymIndex.subject_id).where(
+            PseudonymIndex.domain.like(f"%/{agency}"), PseudonymIndex.key_version == old_version
+        )
+    ).all()
+    result: dict[str, str] = {}
+    by_domain: dict[str, list[str]] = {}
+    for domain, subject_id in rows:
+        by_domain.setdefault(domain, []).append(subject_id)
+    for domain, subject_ids in by_domain.items():
+        result.update(rotation_map(ring, old_version, ring.current, domain, subject_ids))
+    return result
