@@ -78,7 +78,7 @@ def begin_api_request() -> None:
     try:
         caller = extensions.oauth().authenticate()
     except OAuth2Error as error:
-        headers = dict(error.get_headers())
+        headers = {k: v.replace("bearer ", "Bearer ", 1) for k, v in error.get_headers()}
         headers.pop("Content-Type", None)
         status = error.status_code or 401
         raise Problem(

@@ -30,7 +30,7 @@ class AgreementLoadError(AgreementError):
 
 
 def known_agencies(session: Session) -> dict[str, str]:
-    return dict(session.execute(sa.select(Agency.code, Agency.kind)).tuples())
+    return {code: kind for code, kind in session.execute(sa.select(Agency.code, Agency.kind))}
 
 
 def check_files(session: Session, paths: list[Path]) -> list[Problem]:
