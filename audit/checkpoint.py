@@ -46,6 +46,10 @@ class CheckpointError(ValueError):
     """A checkpoint is malformed or does not verify; the message says which and where."""
 
 
+class SignatureError(CheckpointError):
+    """The checkpoint is well formed but not validly signed by the expected key."""
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """A parsed checkpoint; `key_name`, `key_id` and `signature` are the log's signature."""
@@ -164,20 +168,20 @@ def verify_checkpoint(
             ours.append((name, kid, signature))
     if not ours:
         if key_name is None:
-            raise CheckpointError("no signature line by the given public key")
+            raise SignatureError("no signature line by the given public key")
         expected = key_id(key_name, public_key).hex()
         found = [k.hex() for n, k, _ in _signature_lines(checkpoint.note) if n == key_name]
         if found:
-            raise CheckpointError(f"wrong key id: signature by {key_name} has key id "
+            raise SignatureError(f"wrong key id: signature by {key_name} has key id "
                                   f"{', '.join(found)}, the public key gives {expected}")
-        raise CheckpointError(f"no signature line by key {key_name} (key id {expected})")
-    for name, kid, signature in ours:
+        raise SignatureError(f"no signature line by key {key_name} (key id {expected})")
+    for name, _kid, signature in ours:
         if len(signature) != 64:
-            raise CheckpointError(f"checkpoint signature invalid: {name} signature length")
+            raise SignatureError(f"signature by key {name} has the wrong length")
         try:
             public_key.verify(signature, body)
         except InvalidSignature:
-            raise CheckpointError(f"checkpoint signature invalid (key {name})") from None
+            raise SignatureError(f"signature by key {name} does not verify") from None
     return _with_signature(checkpoint, *ours[0])
 
 

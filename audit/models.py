@@ -13,6 +13,7 @@ and up, so each sealed event costs about one leaf row and one node row.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column

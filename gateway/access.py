@@ -12,6 +12,7 @@ refused request changes nothing but still leaves its audit event.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -29,6 +30,8 @@ from gateway import extensions
 from gateway.oauth import Caller
 from gateway.openapi import API_PREFIX
 from gateway.problems import Problem, problem_response
+
+log = logging.getLogger("gateway.audit")
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 ON_BEHALF_OF = re.compile(r"^[\w.@:/ -]{1,128}$")
@@ -205,7 +208,8 @@ def finish_request(response: Response) -> Response:
             session.rollback()
         record_event(session, build_event(response))
         session.commit()
-    except SQLAlchemyError:
+    except (SQLAlchemyError, ValueError) as error:  # ValueError: an event that cannot be encoded
+        log.error("audit write failed (request %s): %s", g.request_id, type(error).__name__)
         session.rollback()
         return problem_response(
             Problem(

@@ -68,7 +68,9 @@ def db_upgrade() -> None:
 
     config = Config.from_env()
     if config.database_url.startswith("sqlite:///"):
-        Path(config.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.database_url.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
     upgrade(config.database_url)
     click.echo("database is at the latest schema version")
 
@@ -141,8 +143,12 @@ def clients() -> None:
 @click.argument("agency")
 @click.option("--name", required=True)
 @click.option("--scope", "scopes", multiple=True, required=True)
-@click.option("--jwks", "jwks_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Register public keys for private_key_jwt instead of issuing a secret")
+@click.option(
+    "--jwks",
+    "jwks_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Register public keys for private_key_jwt instead of issuing a secret",
+)
 def clients_add(agency: str, name: str, scopes: tuple[str, ...], jwks_file: Path | None) -> None:
     from gateway.services.registry import RegistryError, add_client
 
@@ -191,7 +197,9 @@ def demo_load(seed: int, subjects: int) -> None:
             click.echo("demo data already loaded")
             return
         session.flush()
-        load_agreement_files(session, sorted(Path(extensions.config().agreements_dir).glob("*.yaml")))
+        load_agreement_files(
+            session, sorted(Path(extensions.config().agreements_dir).glob("*.yaml"))
+        )
         path = Path(app.instance_path) / "demo-credentials.json"
         write_credentials(path, clients)
     click.echo(f"demo data loaded ({subjects} subjects); credentials in {path}")
@@ -271,8 +279,14 @@ def agreements_list() -> None:
 @click.option("--resource", required=True)
 @click.option("--subject", "subject_ref", help="Internal subject id")
 @click.option("--on", "on_date", type=click.DateTime(["%Y-%m-%d"]), help="Decide as of this date")
-def agreements_explain(agency: str, purpose: str, action: str, resource: str,
-                       subject_ref: str | None, on_date: datetime | None) -> None:
+def agreements_explain(
+    agency: str,
+    purpose: str,
+    action: str,
+    resource: str,
+    subject_ref: str | None,
+    on_date: datetime | None,
+) -> None:
     """Print the decision for one request, the grant, the fields and why others denied."""
     from gateway.services.decisions import decide_for_agency
     from policies.engine import explain
@@ -353,5 +367,3 @@ def audit_export(from_seq: int, out: Path) -> None:
 
     with session_scope() as (app, _):
         click.echo(export_to_files(app, from_seq, out))
-
-

@@ -18,7 +18,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from gateway.db import Base, utcnow
 
 AGENCY_KINDS = (
-    "police", "nps", "crc", "yot", "local_authority", "health", "voluntary", "ig_audit",
+    "police",
+    "nps",
+    "crc",
+    "yot",
+    "local_authority",
+    "health",
+    "voluntary",
+    "ig_audit",
 )
 
 
@@ -218,9 +225,7 @@ class Management(Base):
     start_date: Mapped[date]
     end_date: Mapped[date | None]
     agency: Mapped[Agency] = relationship(lazy="joined")
-    __table_args__ = (
-        sa.UniqueConstraint("agency_id", "local_case_id", name="uq_management_case"),
-    )
+    __table_args__ = (sa.UniqueConstraint("agency_id", "local_case_id", name="uq_management_case"),)
 
 
 class VictimLink(Base):

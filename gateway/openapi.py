@@ -59,7 +59,9 @@ COMMON_HEADERS = [
 class ApiConventions(BasePlugin):
     """Adds the common headers and problem+json error responses to every operation."""
 
-    def operation_helper(self, path: str | None = None, operations: dict | None = None, **_: Any) -> None:
+    def operation_helper(
+        self, path: str | None = None, operations: dict | None = None, **_: Any
+    ) -> None:
         for operation in (operations or {}).values():
             parameters = operation.setdefault("parameters", [])
             parameters.extend(dict(h) for h in COMMON_HEADERS)

@@ -146,11 +146,14 @@ def _parse(text: str) -> tuple[Node | None, Any]:
 
 
 def _syntax_problem(source: str, exc: yaml.YAMLError) -> Problem:
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        detail = " ".join(filter(None, (exc.context, exc.problem)))
-        return Problem(source, mark.line + 1 if mark else None, "", f"YAML syntax error: {detail}")
-    return Problem(source, None, "", f"YAML syntax error: {exc}")
+    """Locate a YAML error at the parser's mark, naming where the broken construct began."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return Problem(source, None, "", f"invalid YAML: {exc}")
+    mark, context = exc.problem_mark or exc.context_mark, exc.context_mark
+    detail = exc.problem or "unreadable"
+    if exc.context and context is not None:
+        detail = f"{exc.context} (from line {context.line + 1}): {detail}"
+    return Problem(source, mark.line + 1 if mark else None, "", f"invalid YAML: {detail}")
 
 
 def _duplicate_keys(node: Node, at: FieldPath) -> Iterator[Finding]:

@@ -16,7 +16,13 @@ from policies.pseudonyms import Keyring
 
 
 def decide_on_subject(
-    policy: PolicySet, agency: str, agency_kind: str, action: str, purpose: str, subject: Subject, now: datetime
+    policy: PolicySet,
+    agency: str,
+    agency_kind: str,
+    action: str,
+    purpose: str,
+    subject: Subject,
+    now: datetime,
 ) -> Decision:
     return decide(
         policy,
@@ -44,12 +50,16 @@ def disclose_subjects(
             by_domain.setdefault(decision.pseudonym_agreement, []).append(subject.id)
     pseudonyms: dict[tuple[str, str], str] = {}
     for agreement_id, subject_ids in by_domain.items():
-        for subject_id, pseudonym in pseudonyms_for(session, ring, agreement_id, agency, subject_ids).items():
+        for subject_id, pseudonym in pseudonyms_for(
+            session, ring, agreement_id, agency, subject_ids
+        ).items():
             pseudonyms[(agreement_id, subject_id)] = pseudonym
     records = []
     for subject, decision in decided:
         pseudonym = pseudonyms.get((decision.pseudonym_agreement or "", subject.id))
-        record = disclose(full_record(subject, now.date()), decision, pseudonym=pseudonym, today=now.date())
+        record = disclose(
+            full_record(subject, now.date()), decision, pseudonym=pseudonym, today=now.date()
+        )
         record["disclosure"] = {
             "level": decision.level,
             "basis": [f"{agreement}#{grant}" for agreement, grant in decision.basis],

@@ -65,7 +65,11 @@ def resolve_pseudonym(
     if recipient != agency:
         return None
     version = session.get(PseudonymKeyVersion, row.key_version)
-    if version is not None and version.superseded_at is not None and now - version.superseded_at > grace:
+    if (
+        version is not None
+        and version.superseded_at is not None
+        and now - version.superseded_at > grace
+    ):
         return None
     return row.subject_id, agreement_id
 
@@ -81,11 +85,18 @@ def rotate_pseudonym_key(session: Session, keys: KeyStore) -> int:
     new = keys.add_pseudonym_key()
     session.get(PseudonymKeyVersion, old).superseded_at = now
     session.add(PseudonymKeyVersion(version=new, created_at=now))
-    audit_admin(session, EventKind.KEY_ROTATED, agency=None, details={"purpose": "pseudonym", "version": new})
+    audit_admin(
+        session,
+        EventKind.KEY_ROTATED,
+        agency=None,
+        details={"purpose": "pseudonym", "version": new},
+    )
     return new
 
 
-def rotation_map_for(session: Session, keys: KeyStore, agency: str, old_version: int) -> dict[str, str]:
+def rotation_map_for(
+    session: Session, keys: KeyStore, agency: str, old_version: int
+) -> dict[str, str]:
     """Old-to-new map of the pseudonyms this agency was given under `old_version`."""
     ring = keyring(keys)
     if old_version not in ring.versions or old_version == ring.current:

@@ -36,7 +36,9 @@ class IssuedClient:
     scopes: tuple[str, ...]
 
 
-def audit_admin(session: Session, kind: EventKind, *, agency: str | None, details: dict[str, Any]) -> None:
+def audit_admin(
+    session: Session, kind: EventKind, *, agency: str | None, details: dict[str, Any]
+) -> None:
     record_event(
         session,
         AuditEvent(
@@ -123,7 +125,10 @@ def revoke_client(session: Session, client_id: str) -> ApiClient:
     if client is None:
         raise RegistryError(f"no client {client_id}")
     client.revoked_at = client.revoked_at or datetime.now(UTC)
-    audit_admin(session, EventKind.CLIENT_REVOKED, agency=client.agency.code, details={"client_id": client_id})
+    audit_admin(
+        session,
+        EventKind.CLIENT_REVOKED,
+        agency=client.agency.code,
+        details={"client_id": client_id},
+    )
     return client
-
-

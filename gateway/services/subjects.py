@@ -48,7 +48,9 @@ def load_subjects(session: Session, subject_ids: Iterable[str]) -> dict[str, Sub
 def record_context(subject: Subject, today: date) -> RecordContext:
     managed = [m for m in subject.management if _active(m.start_date, m.end_date, today)]
     return RecordContext(
-        cohorts=frozenset(c.cohort for c in subject.cohorts if _active(c.start_date, c.end_date, today)),
+        cohorts=frozenset(
+            c.cohort for c in subject.cohorts if _active(c.start_date, c.end_date, today)
+        ),
         area=subject.area_code,
         age=age_on(subject.date_of_birth, today),
         managed_by=frozenset(m.agency.code for m in managed),
@@ -60,7 +62,11 @@ def record_context(subject: Subject, today: date) -> RecordContext:
 def full_record(subject: Subject, today: date) -> dict:
     """Every field of the subject resource; `policies.disclose` decides what leaves."""
     latest = subject.risk_assessments[-1] if subject.risk_assessments else None
-    identifiers = {i.scheme.lower(): i.value for i in subject.identifiers if i.scheme in ("PNC", "CRN", "NOMIS")}
+    identifiers = {
+        i.scheme.lower(): i.value
+        for i in subject.identifiers
+        if i.scheme in ("PNC", "CRN", "NOMIS")
+    }
     return {
         "ref": subject.id,
         "given_name": subject.given_name,
@@ -74,7 +80,9 @@ def full_record(subject: Subject, today: date) -> dict:
         "identifiers": identifiers,
         "area": subject.area_code,
         "policing_unit": subject.policing_unit_code,
-        "cohorts": sorted(c.cohort for c in subject.cohorts if _active(c.start_date, c.end_date, today)),
+        "cohorts": sorted(
+            c.cohort for c in subject.cohorts if _active(c.start_date, c.end_date, today)
+        ),
         "risk": None
         if latest is None
         else {
@@ -127,7 +135,9 @@ def _grant_clause(scope: GrantScope, agency_id: int, today: date) -> sa.ColumnEl
     if conditions.max_age is not None:  # younger than max_age + 1
         parts.append(Subject.date_of_birth > _years_before(today, conditions.max_age + 1))
     if conditions.relationships:
-        parts.append(sa.or_(*(_relationship(r, agency_id, today) for r in sorted(conditions.relationships))))
+        parts.append(
+            sa.or_(*(_relationship(r, agency_id, today) for r in sorted(conditions.relationships)))
+        )
     return sa.and_(sa.true(), *parts)
 
 
