@@ -109,8 +109,8 @@ def inclusion_path(index: int, size: int, store: NodeStore) -> list[bytes]:
             return []
         k = _split(n)
         if m < k:
-            return path(m, start, start + k) + [subtree_hash(store, start + k, end)]
-        return path(m - k, start + k, end) + [subtree_hash(store, start, start + k)]
+            return [*path(m, start, start + k), subtree_hash(store, start + k, end)]
+        return [*path(m - k, start + k, end), subtree_hash(store, start, start + k)]
 
     return path(index, 0, size)
 
@@ -128,8 +128,8 @@ def consistency_proof(size1: int, size2: int, store: NodeStore) -> list[bytes]:
             return [] if complete else [subtree_hash(store, start, end)]
         k = _split(n)
         if m <= k:
-            return subproof(m, start, start + k, complete) + [subtree_hash(store, start + k, end)]
-        return subproof(m - k, start + k, end, False) + [subtree_hash(store, start, start + k)]
+            return [*subproof(m, start, start + k, complete), subtree_hash(store, start + k, end)]
+        return [*subproof(m - k, start + k, end, False), subtree_hash(store, start, start + k)]
 
     return subproof(size1, 0, size2, True)
 
@@ -182,7 +182,7 @@ def verify_consistency(
     if not 0 <= size1 <= size2:
         return False
     if size1 == 0:
-        return not proof and root1 == EMPTY_ROOT
+        return not proof and root1 == EMPTY_ROOT and (size2 > 0 or root2 == EMPTY_ROOT)
     if size1 == size2:
         return not proof and root1 == root2
     # 1. an empty path proves nothing.

@@ -319,7 +319,8 @@ SERIOUS_HARM_LEVELS = ("low", "medium", "high", "very_high")
 
 COHORT_PERIOD = (date(2014, 1, 1), date(2016, 12, 31))  # the seed report's period
 _MIN_COHORT_AGE = 12
-_PRE_CJ_SHARE = 0.3
+# Non-statutory adults outside the U12M cohort: about 30% of all adults end up pre-CJ.
+_PRE_CJ_SHARE = 0.35
 
 
 def reoffending_band(score: int) -> str:
@@ -564,7 +565,7 @@ class _Generator:
 
     def _cohorts(self, person: _Person) -> list[CohortMembership]:
         rng = self.rng
-        gangs = 12.0 if person.area == "BIR" else 1.5
+        gangs = 12.0 if person.area == "BIR" else 1.0
         if person.age < 18:
             primary = "YOUTH"
             others = {"PPO": 15, "SAC": 25, "GANG": gangs * 2, "CSE": 4, "DA": 4}

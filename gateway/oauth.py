@@ -165,7 +165,7 @@ class AccessTokenValidator(JWTBearerTokenValidator):
         except (JoseError, ValueError) as exc:
             raise InvalidTokenError(realm=self.realm) from exc
         if token.header.get("typ") != "at+jwt":
-            raise InvalidTokenError(realm=self.realm, error_description="not an at+jwt token")
+            raise InvalidTokenError(realm=self.realm, description="not an at+jwt token")
         claims = JWTAccessTokenClaims(token.claims, token.header, self._claims_options())
         try:
             claims.validate()
@@ -194,7 +194,7 @@ class AccessTokenValidator(JWTBearerTokenValidator):
 
     def validate_token(self, token, scopes, request, **kwargs):  # type: ignore[no-untyped-def]
         if token["exp"] <= time.time():
-            raise InvalidTokenError(realm=self.realm, error_description="token expired")
+            raise InvalidTokenError(realm=self.realm, description="token expired")
         super().validate_token(token, scopes, request, **kwargs)
 
 
@@ -258,13 +258,13 @@ class OAuth:
         token = self.protector.validate_request(None, FlaskJsonRequest(request))
         session = _session()
         if session.get(RevokedToken, token["jti"]) is not None:
-            raise InvalidTokenError(realm=self.validator.realm, error_description="token revoked")
+            raise InvalidTokenError(realm=self.validator.realm, description="token revoked")
         client = session.scalar(
             sa.select(ApiClient).where(ApiClient.client_id == token["client_id"])
         )
         if client is None or not client.active or client.agency.code != token["agency"]:
             raise InvalidTokenError(
-                realm=self.validator.realm, error_description="client not active"
+                realm=self.validator.realm, description="client not active"
             )
         return Caller(
             client_id=client.client_id,

@@ -1,4 +1,4 @@
-"""The agreement loader: demo files load, every bad file is rejected precisely, nothing half-loads."""
+"""The agreement loader: demo files load, each bad file is rejected precisely, none half-loads."""
 
 from __future__ import annotations
 
@@ -47,7 +47,12 @@ BAD_CASES = [
     ("unknown_party_agency.yaml", 7, "parties.2.agency", "unknown agency code 'VSP-GARDEN'"),
     ("unknown_recipient_agency.yaml", 18, "grants.0.recipients.1", "unknown agency code 'NACRO'"),
     ("recipient_not_party.yaml", 18, "grants.0.recipients.1", "CRC is not a party"),
-    ("kind_without_party.yaml", 18, "grants.0.recipients.0", "no party to this agreement is of kind 'yot'"),
+    (
+        "kind_without_party.yaml",
+        18,
+        "grants.0.recipients.0",
+        "no party to this agreement is of kind 'yot'",
+    ),
     ("unknown_kind.yaml", 18, "grants.0.recipients.0", "unknown agency kind 'charity'"),
     ("undeclared_purpose.yaml", 19, "grants.0.purposes.1", "purpose 'marketing' is not declared"),
     ("unknown_resource.yaml", 20, "grants.0.resource", "'offender' is not one of"),
@@ -55,7 +60,12 @@ BAD_CASES = [
     ("unknown_action.yaml", 21, "grants.0.actions.1", "'delete' is not one of"),
     ("unknown_cohort.yaml", 23, "grants.0.conditions.cohorts.1", "'ROBBERY' is not one of"),
     ("unknown_area.yaml", 23, "grants.0.conditions.areas.1", "'LON' is not one of"),
-    ("unknown_relationship.yaml", 23, "grants.0.conditions.relationships.0", "'friend_of_recipient'"),
+    (
+        "unknown_relationship.yaml",
+        23,
+        "grants.0.conditions.relationships.0",
+        "'friend_of_recipient'",
+    ),
     ("empty_condition_list.yaml", 23, "grants.0.conditions.cohorts", "at least one cohort"),
     ("min_age_above_max.yaml", 25, "grants.0.conditions.max_age", "max_age 17 is below min_age 18"),
     ("unknown_field.yaml", 24, "grants.0.fields.3", "subject has no field 'date_of_death'"),
@@ -206,8 +216,10 @@ def test_known_agencies_may_be_a_mapping_of_kinds() -> None:
 
 def test_victim_fields_fail_closed_when_a_recipient_kind_is_unknown() -> None:
     """A plain set of codes gives no kind for a non-demo agency: it might be voluntary."""
-    text = GOOD.read_text().replace("VSP-MENTOR", "NEWCO").replace(
-        "[ref, area, needs]", "[ref, linked_victims]"
+    text = (
+        GOOD.read_text()
+        .replace("VSP-MENTOR", "NEWCO")
+        .replace("[ref, area, needs]", "[ref, linked_victims]")
     )
     with pytest.raises(AgreementError, match="NEWCO: its agency kind is unknown"):
         load_agreement_text(text, {"WMP", "NEWCO"}, source="x")
@@ -239,7 +251,7 @@ def test_retention_parses_iso_durations(text: str, expected: Retention, after: d
 
 @pytest.mark.parametrize("text", ["", "P", "2Y", "P0Y", "PT1H", "P1.5Y", "p2y", "P2Y ", "P-1Y"])
 def test_retention_rejects_garbage(text: str) -> None:
-    with pytest.raises(ValueError, match="retention|ISO 8601"):
+    with pytest.raises(ValueError, match=r"retention|ISO 8601"):
         Retention.parse(text)
 
 
