@@ -86,8 +86,7 @@ def from_http_exception(error: HTTPException) -> Problem:
     data = getattr(error, "data", None) or {}
     if "messages" in data:  # flask-smorest validation errors: {location: {field: [msg]}}
         members["errors"] = data["messages"]
-    if "headers" in data:
-        headers.update(data["headers"])
+    headers.update(data.get("headers") or {})
     detail = data.get("message") if status != 422 else "See `errors` for each invalid field."
     if detail is None and error.description and status < 500:
         detail = error.description
