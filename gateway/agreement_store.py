@@ -151,6 +151,10 @@ class AgreementStore:
         assert self._policy is not None
         return self._policy
 
+    def forget(self) -> None:
+        """Recompile on next use (after agreements changed in this process)."""
+        self._policy, self._stamp = None, None
+
     def refresh(self) -> None:
         # The request's own session: one transaction, and no second SQLite writer to wait on.
         session = self.database.session

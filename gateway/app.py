@@ -9,7 +9,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from gateway import access
 from gateway.agreement_store import AgreementStore
-from gateway.api import agreements, audit, health, oauth_views, subjects
+from gateway.api import agreements, audit, health, oauth_views, pseudonyms, subjects
 from gateway.config import Config
 from gateway.db import Database
 from gateway.keys import load_keys
@@ -49,7 +49,7 @@ def create_app(config: Config | None = None) -> Flask:
     api = init_api(app)
     app.register_blueprint(oauth_views.blp)
     app.register_blueprint(health.blp)
-    for blueprint in (subjects.blp, agreements.blp, audit.blp):
+    for blueprint in (subjects.blp, agreements.blp, pseudonyms.blp, audit.blp):
         api.register_blueprint(blueprint)
 
     app.before_request(access.begin_request)

@@ -13,8 +13,9 @@ carry a correct check letter but are random; the voluntary providers' names are 
 
 Determinism: for a given seed and `today`, every subject, identifier, name, date and relation
 is the same on every run (a seeded `random.Random` and a seeded Faker; internal subject ids
-are drawn from the same generator). Only the API client secrets, minted by the registry, and
-the gateway's own bookkeeping timestamps (`created_at`, `updated_at`) differ between runs.
+are drawn from the same generator). Only the API client secrets, minted by the registry, the
+registrations' audit events and the gateway's own bookkeeping timestamps (`created_at`,
+`updated_at`) differ between runs.
 
 Time: ages are ages on `today` (default: the real date), because the gateway decides age
 conditions such as "youth caseload, max_age 17" on the real date. Cohort memberships start in
@@ -29,7 +30,7 @@ import os
 import random
 import tempfile
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -466,9 +467,9 @@ class _Generator:
         prefix = {"WMP": "IOM", "NPS": "NPS", "CRC": "CRC"}[agency]
         return f"{prefix}-{area}-{number:06d}"
 
-    def _unique(self, scheme: str, draw: object) -> str:
+    def _unique(self, scheme: str, draw: Callable[[], str]) -> str:
         while True:
-            value = normalise_identifier(scheme, draw())  # type: ignore[operator]
+            value = normalise_identifier(scheme, draw())
             if value not in self.used[scheme]:
                 self.used[scheme].add(value)
                 return value

@@ -98,7 +98,8 @@ class GrantScope:
 class _Entry:
     agreement: Agreement
     grant: Grant
-    by_kind: bool
+    # For a "kind:" grant, the agencies it can reach (the agreement's parties); else None.
+    kind_parties: frozenset[str] | None
 
 
 Key = tuple[str, str, str, str]
@@ -130,7 +131,8 @@ def compile_policy(agreements: Iterable[Agreement]) -> PolicySet:
     for agreement in agreements:
         for grant in agreement.grants:
             for recipient in grant.recipients:
-                entry = _Entry(agreement, grant, recipient.startswith("kind:"))
+                by_kind = recipient.startswith("kind:")
+                entry = _Entry(agreement, grant, agreement.party_codes if by_kind else None)
                 by_resource[recipient, grant.resource].append(entry)
                 for action in grant.actions:
                     for purpose in grant.purposes:
@@ -252,7 +254,7 @@ def _entries(
     unique = {
         (e.agreement.label, e.grant.id): e
         for e in found
-        if not e.by_kind or agency in e.agreement.party_codes
+        if e.kind_parties is None or agency in e.kind_parties
     }
     return list(unique.values())
 

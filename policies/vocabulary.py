@@ -228,7 +228,7 @@ PSEUDONYMISED_KEYS: Final = MappingProxyType(
         ("caseload", "risk"): frozenset({"reoffending_band", "serious_harm_level"}),
         ("subject", "needs"): frozenset(PATHWAYS),
         ("caseload", "needs"): frozenset(PATHWAYS),
-        ("subject", "management"): frozenset({"agency", "statutory", "since", "offender_manager_ref"}),
+        ("subject", "management"): frozenset({"agency", "statutory", "since"}),
         ("referral", "history"): frozenset({"status", "at", "agency"}),
         ("referral", "risk_shared"): frozenset({"reoffending_band", "serious_harm_level"}),
         ("referral", "consent"): frozenset({"given", "scope", "recorded_at"}),

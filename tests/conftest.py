@@ -96,6 +96,7 @@ def app(world: World) -> Iterator[Flask]:
         outer.rollback()
         connection.close()
         database.session.configure(bind=database.engine, join_transaction_mode="conservative_savepoint")
+        world.app.extensions["gateway.agreements"].forget()  # a test may have loaded agreements
 
 
 @pytest.fixture

@@ -19,8 +19,16 @@ from policies.pseudonyms import Keyring, pseudonym_domain, rotation_map
 PREFIX = "psn"
 
 
+_keyrings: dict[tuple[int, ...], Keyring] = {}
+
+
 def keyring(keys: KeyStore) -> Keyring:
-    return Keyring(versions=keys.pseudonym_keys, current=keys.pseudonym_key_version)
+    """The keyring for the key store's current versions, reused so derived keys stay cached."""
+    stamp = (keys.pseudonym_key_version, *sorted(keys.pseudonym_keys), id(keys))
+    ring = _keyrings.get(stamp)
+    if ring is None:
+        ring = _keyrings[stamp] = Keyring(versions=keys.pseudonym_keys, current=keys.pseudonym_key_version)
+    return ring
 
 
 def insert_ignoring_duplicates(database: Database | Session, table: sa.Table) -> sa.Insert:

@@ -115,7 +115,7 @@ def test_only_exactly_canonical_bytes_decode() -> None:
     parsed = json.loads(data)
     for variant in (
         json.dumps(parsed).encode(),  # spaces
-        json.dumps(parsed, separators=(",", ":")).encode(),  # unsorted keys
+        json.dumps(dict(reversed(parsed.items())), separators=(",", ":")).encode(),
         data.replace(b'"status":200', b'"status":200.0'),
         data[:-1] + b',"extra":1}',
         data.replace(b"Z\"", b"+00:00\""),

@@ -48,17 +48,24 @@ POSTCODE = re.compile(r"([A-Z]{1,2}[0-9][A-Z0-9]?) [0-9][ABD-HJLNP-UW-Z]{2}")
 PHONE = re.compile(r"07700 900[0-9]{3}")
 
 EXPECTED_AGENCIES = {
-    "WMP": "police", "NPS": "nps", "CRC": "crc", "YOT-BIR": "yot", "YOT-COV": "yot",
-    "LA-BIR": "local_authority", "VSP-MENTOR": "voluntary", "VSP-DVPP": "voluntary",
-    "VSP-HOUSING": "voluntary", "IG-AUDIT": "ig_audit",
+    "WMP": "police",
+    "NPS": "nps",
+    "CRC": "crc",
+    "YOT-BIR": "yot",
+    "YOT-COV": "yot",
+    "LA-BIR": "local_authority",
+    "VSP-MENTOR": "voluntary",
+    "VSP-DVPP": "voluntary",
+    "VSP-HOUSING": "voluntary",
+    "IG-AUDIT": "ig_audit",
 }
 EXPECTED_SCOPES = {
     "police": "agreements:read caseload:read metrics:read referrals:read referrals:write "
-              "subjects:read subjects:search",
+    "subjects:read subjects:search",
     "nps": "agreements:read caseload:read caseload:write metrics:read referrals:read "
-           "referrals:write subjects:read subjects:search",
+    "referrals:write subjects:read subjects:search",
     "yot": "agreements:read caseload:read caseload:write referrals:read referrals:write "
-           "subjects:read",
+    "subjects:read",
     "local_authority": "agreements:read metrics:read",
     "voluntary": "agreements:read referrals:read referrals:write subjects:read",
     "ig_audit": "agreements:read audit:read",
@@ -114,34 +121,56 @@ def snapshot(session: Session) -> dict[str, list[tuple]]:
 
     assessor = aliased(Agency)
     return {
-        "subjects": rows(*(c for c in Subject.__table__.columns
-                           if c.name not in ("created_at", "updated_at"))),
-        "identifiers": rows(SubjectIdentifier.subject_id, SubjectIdentifier.scheme,
-                            SubjectIdentifier.value),
-        "cohorts": rows(CohortMembership.subject_id, CohortMembership.cohort,
-                        CohortMembership.area_code, CohortMembership.start_date,
-                        CohortMembership.end_date),
+        "subjects": rows(
+            *(c for c in Subject.__table__.columns if c.name not in ("created_at", "updated_at"))
+        ),
+        "identifiers": rows(
+            SubjectIdentifier.subject_id, SubjectIdentifier.scheme, SubjectIdentifier.value
+        ),
+        "cohorts": rows(
+            CohortMembership.subject_id,
+            CohortMembership.cohort,
+            CohortMembership.area_code,
+            CohortMembership.start_date,
+            CohortMembership.end_date,
+        ),
         "risk": sorted(
-            (tuple(r) for r in session.execute(
-                sa.select(RiskAssessment.subject_id, RiskAssessment.reoffending_score,
-                          RiskAssessment.reoffending_band, RiskAssessment.serious_harm_level,
-                          assessor.code, RiskAssessment.assessed_at)
-                .join(assessor, assessor.id == RiskAssessment.assessed_by_agency_id)
-            )),
+            (
+                tuple(r)
+                for r in session.execute(
+                    sa.select(
+                        RiskAssessment.subject_id,
+                        RiskAssessment.reoffending_score,
+                        RiskAssessment.reoffending_band,
+                        RiskAssessment.serious_harm_level,
+                        assessor.code,
+                        RiskAssessment.assessed_at,
+                    ).join(assessor, assessor.id == RiskAssessment.assessed_by_agency_id)
+                )
+            ),
             key=repr,
         ),
         "needs": rows(Need.subject_id, Need.pathway, Need.level, Need.assessed_at),
         "management": sorted(
-            (tuple(r) for r in session.execute(
-                sa.select(Management.subject_id, Agency.code, Management.local_case_id,
-                          Management.statutory, Management.offender_manager_ref,
-                          Management.start_date, Management.end_date)
-                .join(Agency, Agency.id == Management.agency_id)
-            )),
+            (
+                tuple(r)
+                for r in session.execute(
+                    sa.select(
+                        Management.subject_id,
+                        Agency.code,
+                        Management.local_case_id,
+                        Management.statutory,
+                        Management.offender_manager_ref,
+                        Management.start_date,
+                        Management.end_date,
+                    ).join(Agency, Agency.id == Management.agency_id)
+                )
+            ),
             key=repr,
         ),
-        "victims": rows(VictimLink.subject_id, VictimLink.victim_ref,
-                        VictimLink.relationship_to_subject),
+        "victims": rows(
+            VictimLink.subject_id, VictimLink.victim_ref, VictimLink.relationship_to_subject
+        ),
     }
 
 
@@ -201,8 +230,13 @@ def test_agencies_and_one_client_each(demo: tuple[Session, list[IssuedClient]]) 
 def test_areas_and_policing_units(db: Session) -> None:
     areas = {a.code: a.name for a in db.scalars(sa.select(Area))}
     assert areas == {
-        "BIR": "Birmingham", "COV": "Coventry", "DUD": "Dudley", "SAN": "Sandwell",
-        "SOL": "Solihull", "WAL": "Walsall", "WOL": "Wolverhampton",
+        "BIR": "Birmingham",
+        "COV": "Coventry",
+        "DUD": "Dudley",
+        "SAN": "Sandwell",
+        "SOL": "Solihull",
+        "WAL": "Walsall",
+        "WOL": "Wolverhampton",
     }
     units: dict[str, list[PolicingUnit]] = defaultdict(list)
     for unit in db.scalars(sa.select(PolicingUnit)):
@@ -263,10 +297,13 @@ def test_identifiers_are_valid_and_normalised(db: Session) -> None:
     assert all("PNC" in ids for ids in identifiers.values())
     assert all(re.fullmatch(r"\d{2}/\d{7}[A-Z]", ids["PNC"]) for ids in identifiers.values())
 
-    probation = set(db.scalars(
-        sa.select(Management.subject_id).join(Agency)
-        .where(Agency.code.in_(["NPS", "CRC"]), Management.end_date.is_(None))
-    ))
+    probation = set(
+        db.scalars(
+            sa.select(Management.subject_id)
+            .join(Agency)
+            .where(Agency.code.in_(["NPS", "CRC"]), Management.end_date.is_(None))
+        )
+    )
     assert {s for s, ids in identifiers.items() if "CRN" in ids} == probation
     nomis = sum("NOMIS" in ids for ids in identifiers.values()) / SUBJECTS
     assert 0.15 < nomis < 0.45
@@ -289,12 +326,15 @@ def test_cohorts(db: Session) -> None:
         assert ("YOUTH" in cohorts) == young
         if "FEMALE" in cohorts:
             assert subject.gender == "female"
-    starts = [m.start_date for m in db.scalars(sa.select(CohortMembership))
-              if age_on(subjects[m.subject_id].date_of_birth, date(2014, 1, 1)) >= 12]
+    starts = [
+        m.start_date
+        for m in db.scalars(sa.select(CohortMembership))
+        if age_on(subjects[m.subject_id].date_of_birth, date(2014, 1, 1)) >= 12
+    ]
     assert all(date(2014, 1, 1) <= d <= date(2016, 12, 31) for d in starts)
-    gangs = Counter(db.scalars(
-        sa.select(CohortMembership.area_code).where(CohortMembership.cohort == "GANG")
-    ))
+    gangs = Counter(
+        db.scalars(sa.select(CohortMembership.area_code).where(CohortMembership.cohort == "GANG"))
+    )
     assert gangs["BIR"] > gangs.total() / 2  # mostly Birmingham's Multi Agency Gang Unit
 
 
@@ -311,8 +351,8 @@ def test_risk_needs_and_management(db: Session) -> None:
             assert risk.serious_harm_level in ("low", "medium", "high", "very_high")
         score = risk.reoffending_score
         assert score is not None and 0 <= score <= 100
-        band = "low" if score < 25 else "medium" if score < 50 else "high" if score < 75 else (
-            "very_high")
+        bands = ((25, "low"), (50, "medium"), (75, "high"), (101, "very_high"))
+        band = next(name for limit, name in bands if score < limit)
         assert risk.reoffending_band == band
     assert set(latest) == set(subjects)
 
@@ -345,8 +385,9 @@ def test_risk_needs_and_management(db: Session) -> None:
 
 
 def test_victim_links_only_for_domestic_abuse(db: Session) -> None:
-    da = set(db.scalars(sa.select(CohortMembership.subject_id).where(
-        CohortMembership.cohort == "DA")))
+    da = set(
+        db.scalars(sa.select(CohortMembership.subject_id).where(CohortMembership.cohort == "DA"))
+    )
     links = Counter(v.subject_id for v in db.scalars(sa.select(VictimLink)))
     assert links and set(links) == da
     assert all(1 <= n <= 2 for n in links.values())

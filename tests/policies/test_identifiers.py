@@ -39,7 +39,7 @@ def test_pnc_wrong_check_character_is_refused(check: str) -> None:
         "120012345A",
         "12-0012345A",
         "12/00I2345A",
-        "12/\u0661\u0662\u0663A",  # Arabic-Indic digits,
+        "12/\u0661\u0662\u0663A",  # Arabic-Indic digits
     ],
 )
 def test_malformed_pnc_is_refused(value: str) -> None:

@@ -1,0 +1,36 @@
+"""Pseudonym rotation for recipients: fetch the old-to-new map of your own pseudonyms."""
+
+from __future__ import annotations
+
+from marshmallow import fields, validate
+
+from gateway import extensions
+from gateway.access import note_access, require_scope
+from gateway.api.base import ApiBlueprint
+from gateway.services.pseudonymisation import rotation_map_for
+from schemas.common import StrictSchema
+
+blp = ApiBlueprint("pseudonyms", __name__, url_prefix="/api/v1/pseudonyms", description="Pseudonym rotation")
+
+
+class RotationQuery(StrictSchema):
+    from_version = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+class RotationSchema(StrictSchema):
+    from_version = fields.Integer()
+    to_version = fields.Integer()
+    pseudonyms = fields.Dict(keys=fields.String(), values=fields.String(), metadata={"description": "old -> new"})
+
+
+@blp.route("/rotation", methods=["GET"])
+@blp.arguments(RotationQuery, location="query")
+@blp.response(200, RotationSchema)
+def rotation(query: dict) -> dict:
+    """Map each pseudonym you were given under `from_version` to its current form."""
+    caller = require_scope("subjects:read")
+    note_access(action="read", resource_type="pseudonym_map", decision="permit", reason="ok",
+                details={"from_version": query["from_version"]})
+    keys = extensions.keys()
+    mapping = rotation_map_for(extensions.database().session, keys, caller.agency_code, query["from_version"])
+    return {"from_version": query["from_version"], "to_version": keys.pseudonym_key_version, "pseudonyms": mapping}

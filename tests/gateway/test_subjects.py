@@ -1,0 +1,253 @@
+"""Subjects through HTTP: only what agreements permit, pseudonymised where they say so, and
+records outside the caller's agreements indistinguishable from records that do not exist."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from gateway.agreement_store import load_agreement_files
+from gateway.models import PseudonymKeyVersion, Subject, SubjectIdentifier
+from gateway.services.pseudonymisation import rotate_pseudonym_key
+
+CASE = "iom-case-management"
+UUID = re.compile(r"^[0-9a-f-]{36}$")
+IDENTIFYING = ("given_name", "family_name", "date_of_birth", "identifiers", "address_line", "postcode", "phone")
+
+# A test-only agreement: housing and mentoring see Birmingham subjects pseudonymised.
+PSEUDONYMISED_AGREEMENT = """
+id: test-area-profile
+version: 1
+title: Test - pseudonymised area profiles for providers
+parties:
+  - {agency: WMP, role: controller}
+  - {agency: VSP-HOUSING, role: recipient}
+  - {agency: VSP-MENTOR, role: recipient}
+purposes:
+  - {code: pre-cj-referral, description: Planning provision}
+lawful_basis: ["UK GDPR Art 6(1)(e)"]
+valid_from: 2015-02-01
+valid_until: 2099-12-31
+review_by: 2099-01-01
+retention: P1Y
+grants:
+  - id: area-profile
+    recipients: [VSP-HOUSING, VSP-MENTOR]
+    purposes: [pre-cj-referral]
+    resource: subject
+    actions: [read, list]
+    conditions: {areas: [BIR]}
+    fields: [ref, date_of_birth, gender, postcode, area, needs, risk, given_name, identifiers, phone]
+    level: pseudonymised
+"""
+
+
+@pytest.fixture
+def pseudonymised_agreement(app, db, tmp_path):
+    path = tmp_path / "test-area-profile.yaml"
+    path.write_text(PSEUDONYMISED_AGREEMENT)
+    load_agreement_files(db, [path])
+    db.commit()
+    app.extensions["gateway.agreements"].forget()
+
+
+def items(response) -> list[dict]:
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["items"]
+
+
+def all_pages(api, agency, path, purpose=CASE) -> list[dict]:
+    found, cursor = [], None
+    while True:
+        url = path + (f"&cursor={cursor}" if cursor else "")
+        body = api(agency, "get", url, purpose=purpose).get_json()
+        found.extend(body["items"])
+        cursor = body["next_cursor"]
+        if not cursor:
+            return found
+
+
+def test_police_list_their_cohorts_identified(api, db):
+    records = all_pages(api, "WMP", "/api/v1/subjects?limit=40")
+    assert records
+    assert len({r["ref"] for r in records}) == len(records)  # pages do not overlap
+    granted = {"PPO", "HCCU", "SAC", "DA", "GANG", "FEMALE", "YOUTH"}
+    for record in records:
+        assert UUID.match(record["ref"])
+        assert record["disclosure"]["level"] == "identified"
+        via_caseload = "core-iom@1#subject-own-caseload" in record["disclosure"]["basis"]
+        assert set(record["cohorts"]) & granted or via_caseload
+
+
+def test_probation_sees_only_its_own_caseload(api, db):
+    records = all_pages(api, "NPS", "/api/v1/subjects?limit=50")
+    assert records
+    for record in records:
+        assert "NPS" in {m["agency"] for m in record["management"]}
+
+
+def test_youth_offending_team_sees_only_under_18s(api):
+    records = all_pages(api, "YOT-BIR", "/api/v1/subjects?limit=50")
+    today = datetime.now(UTC).date()
+    for record in records:
+        born = datetime.fromisoformat(record["date_of_birth"]).date()
+        assert (today - born).days < 18 * 366
+
+
+def test_filters_and_bad_filters(api):
+    for record in items(api("WMP", "get", "/api/v1/subjects?area=COV&limit=200")):
+        assert record["area"] == "COV"
+    assert api("WMP", "get", "/api/v1/subjects?area=NARNIA").status_code == 422
+    assert api("WMP", "get", "/api/v1/subjects?updated_since=yesterday").status_code == 422
+    assert api("WMP", "get", "/api/v1/subjects?updated_since=2026-01-01T00:00:00").status_code == 422  # no offset
+    assert api("WMP", "get", "/api/v1/subjects?limit=100000").status_code == 422
+    assert api("WMP", "get", "/api/v1/subjects?cursor=not-ours").status_code == 400
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat().replace("+00:00", "Z")
+    assert items(api("WMP", "get", f"/api/v1/subjects?updated_since={future}")) == []
+
+
+def out_of_scope_subject(db, agency_code: str) -> str:
+    """A subject no grant gives this agency: managed by nobody it relates to."""
+    from gateway.models import Agency, Management
+
+    agency_id = db.scalar(sa.select(Agency.id).where(Agency.code == agency_code))
+    return db.scalar(
+        sa.select(Subject.id).where(~sa.exists().where(Management.subject_id == Subject.id,
+                                                      Management.agency_id == agency_id)).limit(1)
+    )
+
+
+def comparable(response) -> tuple:
+    body = response.get_json()
+    body.pop("request_id")
+    headers = {k: v for k, v in response.headers.items() if k not in ("X-Request-ID", "Content-Length")}
+    return response.status_code, body, headers
+
+
+def test_out_of_scope_and_nonexistent_records_are_indistinguishable(api, db):
+    hidden = out_of_scope_subject(db, "NPS")
+    missing = str(uuid.uuid4())
+    assert comparable(api("NPS", "get", f"/api/v1/subjects/{hidden}")) == comparable(
+        api("NPS", "get", f"/api/v1/subjects/{missing}")
+    )
+    assert api("NPS", "get", f"/api/v1/subjects/{hidden}").status_code == 404
+
+
+def test_wrong_purpose_denies_and_explains_in_the_audit_log(api, db):
+    from audit.models import AuditEventRow
+
+    subject = items(api("WMP", "get", "/api/v1/subjects?limit=1"))[0]["ref"]
+    response = api("WMP", "get", f"/api/v1/subjects/{subject}", purpose="performance-reporting")
+    assert response.status_code == 404
+    body = json.loads(db.scalar(sa.select(AuditEventRow.body).order_by(AuditEventRow.id.desc()).limit(1)))
+    assert body["decision"] == "deny" and body["reason"] == "purpose_not_granted"
+    assert body["subject_ids"] == [subject]
+
+
+def pnc_of(db, subject_id: str) -> str:
+    return db.scalar(sa.select(SubjectIdentifier.value).where(
+        SubjectIdentifier.subject_id == subject_id, SubjectIdentifier.scheme == "PNC"))
+
+
+def test_search_by_identifier_normalises_and_needs_identified_level(api, db):
+    subject = items(api("WMP", "get", "/api/v1/subjects?limit=1"))[0]
+    pnc = pnc_of(db, subject["ref"])
+    year, rest = pnc.split("/")
+    variant = f" 20{year} / {rest.lstrip('0').lower()} " if int(year) < 30 else f"19{year}/{rest.lower()}"
+    for value in (pnc, variant):
+        found = api("WMP", "post", "/api/v1/subjects/search", json={"scheme": "PNC", "value": value})
+        assert found.status_code == 200, (value, found.get_json())
+        assert found.get_json()["ref"] == subject["ref"]
+    bad_check = pnc[:-1] + ("A" if pnc[-1] != "A" else "B")
+    assert api("WMP", "post", "/api/v1/subjects/search", json={"scheme": "PNC", "value": bad_check}).status_code == 422
+    provider = api("VSP-MENTOR", "post", "/api/v1/subjects/search",
+                   json={"scheme": "PNC", "value": pnc}, purpose="pre-cj-referral")
+    assert provider.status_code == 403  # no subjects:search scope for providers
+
+
+def test_identifier_never_appears_in_a_url(app):
+    for rule in app.url_map.iter_rules():
+        assert not any(word in rule.rule.lower() for word in ("pnc", "crn", "nomis"))
+
+
+def test_pseudonymised_disclosure_over_http(api, db, pseudonymised_agreement):
+    records = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=30", purpose="pre-cj-referral"))
+    assert records
+    raw = json.dumps(records)
+    for record in records:
+        assert record["ref"].startswith("psn")
+        assert record["disclosure"]["level"] == "pseudonymised"
+        assert not set(IDENTIFYING) & set(record)
+        assert record["area"] == "BIR"
+        assert "year_of_birth" in record or "age_band" in record
+        assert re.fullmatch(r"B\d{1,2}", record.get("postcode_district", "B1"))
+    subjects = db.scalars(sa.select(Subject).where(Subject.area_code == "BIR")).all()
+    for subject in subjects:
+        for value in (subject.given_name, subject.family_name, subject.postcode, subject.phone,
+                      subject.date_of_birth.isoformat(), subject.id):
+            if value:
+                assert json.dumps(value) not in raw
+
+
+def test_pseudonyms_resolve_for_their_recipient_only_and_are_unlinkable(api, pseudonymised_agreement):
+    housing = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=5", purpose="pre-cj-referral"))
+    mentor = items(api("VSP-MENTOR", "get", "/api/v1/subjects?limit=200", purpose="pre-cj-referral"))
+    ref = housing[0]["ref"]
+    again = api("VSP-HOUSING", "get", f"/api/v1/subjects/{ref}", purpose="pre-cj-referral")
+    assert again.status_code == 200 and again.get_json()["ref"] == ref  # stable
+    assert api("VSP-MENTOR", "get", f"/api/v1/subjects/{ref}", purpose="pre-cj-referral").status_code == 404
+    assert not {r["ref"] for r in housing} & {r["ref"] for r in mentor}
+
+
+def test_pseudonymised_recipient_cannot_use_internal_ids(api, db, pseudonymised_agreement):
+    subject_id = db.scalar(sa.select(Subject.id).where(Subject.area_code == "BIR").limit(1))
+    assert api("VSP-HOUSING", "get", f"/api/v1/subjects/{subject_id}", purpose="pre-cj-referral").status_code == 404
+
+
+def test_key_rotation_keeps_old_pseudonyms_for_the_grace_period(api, app, db, pseudonymised_agreement):
+    keys = app.extensions["gateway.keys"]
+    old = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral"))
+    old_version = keys.pseudonym_key_version
+    new_version = rotate_pseudonym_key(db, keys)
+    db.commit()
+    try:
+        new = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral"))
+        assert [r["ref"] for r in new] != [r["ref"] for r in old]
+        mapping = api("VSP-HOUSING", "get", f"/api/v1/pseudonyms/rotation?from_version={old_version}",
+                      purpose="pre-cj-referral").get_json()["pseudonyms"]
+        assert {mapping[r["ref"]] for r in old} >= set()
+        for before in old:
+            assert mapping[before["ref"]] in {r["ref"] for r in new} | set(mapping.values())
+            assert api("VSP-HOUSING", "get", f"/api/v1/subjects/{before['ref']}",
+                       purpose="pre-cj-referral").status_code == 200
+        # after the grace period the old pseudonyms no longer resolve
+        version = db.get(PseudonymKeyVersion, old_version)
+        version.superseded_at = datetime.now(UTC) - timedelta(days=app.config["GATEWAY"].pseudonym_grace_days + 1)
+        db.commit()
+        assert api("VSP-HOUSING", "get", f"/api/v1/subjects/{old[0]['ref']}",
+                   purpose="pre-cj-referral").status_code == 404
+    finally:
+        keys.pseudonym_keys.pop(new_version)
+        (Path(keys.directory) / f"pseudonym-v{new_version}.key").unlink()
+
+
+def test_providers_never_see_victims(api, pseudonymised_agreement):
+    for agency in ("VSP-HOUSING", "VSP-MENTOR", "VSP-DVPP"):
+        for purpose in ("pre-cj-referral", "dv-perpetrator-programme"):
+            response = api(agency, "get", "/api/v1/subjects?limit=200", purpose=purpose)
+            if response.status_code == 200:
+                assert "victim" not in response.get_data(as_text=True)
+
+
+def test_agreements_show_only_what_the_caller_is_party_to(api):
+    mine = {a["id"] for a in items(api("VSP-MENTOR", "get", "/api/v1/agreements", purpose="pre-cj-referral"))}
+    assert "pre-cj-referral" in mine and "core-iom" not in mine
+    assert api("VSP-MENTOR", "get", "/api/v1/agreements/core-iom", purpose="pre-cj-referral").status_code == 404
+    detail = api("VSP-MENTOR", "get", "/api/v1/agreements/pre-cj-referral", purpose="pre-cj-referral").get_json()
+    assert detail["grants_to_you"] and all(g["level"] in ("identified", "pseudonymised") for g in detail["grants_to_you"])
