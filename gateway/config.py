@@ -39,6 +39,7 @@ class Config:
     audit_seal_interval_seconds: float = 1.0
     audit_checkpoint_every_events: int = 1000
     audit_checkpoint_every_seconds: float = 5.0
+    audit_gap_grace_seconds: float = 2.0
     pseudonym_grace_days: int = 90
     rate_limit: str = "600 per minute"
     rate_limit_storage_uri: str = "memory://"

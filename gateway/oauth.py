@@ -263,9 +263,7 @@ class OAuth:
             sa.select(ApiClient).where(ApiClient.client_id == token["client_id"])
         )
         if client is None or not client.active or client.agency.code != token["agency"]:
-            raise InvalidTokenError(
-                realm=self.validator.realm, description="client not active"
-            )
+            raise InvalidTokenError(realm=self.validator.realm, description="client not active")
         return Caller(
             client_id=client.client_id,
             agency_id=client.agency_id,
@@ -284,7 +282,9 @@ class OAuth:
             "revocation_endpoint": self.issuer + "/oauth/revoke",
             "grant_types_supported": ["client_credentials"],
             "response_types_supported": [],
-            "token_endpoint_auth_methods_supported": ClientCredentialsGrant.TOKEN_ENDPOINT_AUTH_METHODS,
+            "token_endpoint_auth_methods_supported": (
+                ClientCredentialsGrant.TOKEN_ENDPOINT_AUTH_METHODS
+            ),
             "token_endpoint_auth_signing_alg_values_supported": CLIENT_ASSERTION_ALGORITHMS,
             "revocation_endpoint_auth_methods_supported": Revocation.CLIENT_AUTH_METHODS,
             "scopes_supported": list(SCOPES),

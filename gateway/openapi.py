@@ -66,7 +66,7 @@ class ApiConventions(BasePlugin):
             parameters = operation.setdefault("parameters", [])
             parameters.extend(dict(h) for h in COMMON_HEADERS)
             responses = operation.setdefault("responses", {})
-            for status, description in ERROR_STATUSES.items():
+            for status in ERROR_STATUSES:
                 responses.setdefault(status, {"$ref": f"#/components/responses/Problem{status}"})
             responses.setdefault("default", {"$ref": "#/components/responses/Problem500"})
             operation.setdefault("security", [{"bearerAuth": []}])
@@ -122,7 +122,8 @@ def _docs_blueprint() -> Blueprint:
     @blp.get("")
     def page() -> Response:
         html = (
-            "<!doctype html><html><head><meta charset='utf-8'><title>IOM partner gateway API</title>"
+            "<!doctype html><html><head><meta charset='utf-8'>"
+            "<title>IOM partner gateway API</title>"
             f"<link rel='stylesheet' href='{API_PREFIX}/docs/assets/swagger-ui.css'></head>"
             "<body><div id='swagger-ui'></div>"
             f"<script src='{API_PREFIX}/docs/assets/swagger-ui-bundle.js'></script>"

@@ -40,6 +40,7 @@ def seal_session(
         batch_size=batch_size,
         checkpoint_every_events=config.audit_checkpoint_every_events,
         checkpoint_every_seconds=config.audit_checkpoint_every_seconds,
+        gap_grace_seconds=config.audit_gap_grace_seconds,
     )
 
 

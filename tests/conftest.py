@@ -60,7 +60,9 @@ def make_config(tmp: Path, database_url: str, **overrides) -> Config:
 
 
 @pytest.fixture(scope="session", params=backends())
-def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
     from gateway.agreement_store import load_agreement_files
     from gateway.demo import load_demo
 
@@ -73,10 +75,14 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             session = app.extensions["gateway.db"].session
             issued = load_demo(session, seed=2015, subjects=DEMO_SUBJECTS)
             session.flush()
-            load_agreement_files(session, sorted(app.config["GATEWAY"].agreements_dir.glob("*.yaml")))
+            load_agreement_files(
+                session, sorted(app.config["GATEWAY"].agreements_dir.glob("*.yaml"))
+            )
             session.commit()
             session.remove()
-        clients = {c.agency: DemoClient(c.client_id, c.client_secret, c.agency, c.scopes) for c in issued}
+        clients = {
+            c.agency: DemoClient(c.client_id, c.client_secret, c.agency, c.scopes) for c in issued
+        }
         yield World(app, request.param, clients, {})
         app.extensions["gateway.db"].dispose()
 
@@ -95,7 +101,9 @@ def app(world: World) -> Iterator[Flask]:
         database.session.remove()
         outer.rollback()
         connection.close()
-        database.session.configure(bind=database.engine, join_transaction_mode="conservative_savepoint")
+        database.session.configure(
+            bind=database.engine, join_transaction_mode="conservative_savepoint"
+        )
         world.app.extensions["gateway.agreements"].forget()  # a test may have loaded agreements
 
 
@@ -131,7 +139,9 @@ def token_for(world: World, app: Flask):
 def api(client: FlaskClient, token_for):
     """api("WMP", "get", "/api/v1/subjects", purpose=...) with the agency's token."""
 
-    def call(agency: str, method: str, path: str, *, purpose: str = "iom-case-management", **kwargs):
+    def call(
+        agency: str, method: str, path: str, *, purpose: str = "iom-case-management", **kwargs
+    ):
         headers = {"Authorization": f"Bearer {token_for(agency)}", "X-Purpose": purpose}
         headers.update(kwargs.pop("headers", {}))
         return getattr(client, method)(path, headers=headers, **kwargs)

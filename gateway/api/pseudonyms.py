@@ -10,7 +10,9 @@ from gateway.api.base import ApiBlueprint
 from gateway.services.pseudonymisation import rotation_map_for
 from schemas.common import StrictSchema
 
-blp = ApiBlueprint("pseudonyms", __name__, url_prefix="/api/v1/pseudonyms", description="Pseudonym rotation")
+blp = ApiBlueprint(
+    "pseudonyms", __name__, url_prefix="/api/v1/pseudonyms", description="Pseudonym rotation"
+)
 
 
 class RotationQuery(StrictSchema):
@@ -20,7 +22,9 @@ class RotationQuery(StrictSchema):
 class RotationSchema(StrictSchema):
     from_version = fields.Integer()
     to_version = fields.Integer()
-    pseudonyms = fields.Dict(keys=fields.String(), values=fields.String(), metadata={"description": "old -> new"})
+    pseudonyms = fields.Dict(
+        keys=fields.String(), values=fields.String(), metadata={"description": "old -> new"}
+    )
 
 
 @blp.route("/rotation", methods=["GET"])
@@ -29,8 +33,19 @@ class RotationSchema(StrictSchema):
 def rotation(query: dict) -> dict:
     """Map each pseudonym you were given under `from_version` to its current form."""
     caller = require_scope("subjects:read")
-    note_access(action="read", resource_type="pseudonym_map", decision="permit", reason="ok",
-                details={"from_version": query["from_version"]})
+    note_access(
+        action="read",
+        resource_type="pseudonym_map",
+        decision="permit",
+        reason="ok",
+        details={"from_version": query["from_version"]},
+    )
     keys = extensions.keys()
-    mapping = rotation_map_for(extensions.database().session, keys, caller.agency_code, query["from_version"])
-    return {"from_version": query["from_version"], "to_version": keys.pseudonym_key_version, "pseudonyms": mapping}
+    mapping = rotation_map_for(
+        extensions.database().session, keys, caller.agency_code, query["from_version"]
+    )
+    return {
+        "from_version": query["from_version"],
+        "to_version": keys.pseudonym_key_version,
+        "pseudonyms": mapping,
+    }

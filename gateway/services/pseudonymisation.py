@@ -27,7 +27,9 @@ def keyring(keys: KeyStore) -> Keyring:
     stamp = (keys.pseudonym_key_version, *sorted(keys.pseudonym_keys), id(keys))
     ring = _keyrings.get(stamp)
     if ring is None:
-        ring = _keyrings[stamp] = Keyring(versions=keys.pseudonym_keys, current=keys.pseudonym_key_version)
+        ring = _keyrings[stamp] = Keyring(
+            versions=keys.pseudonym_keys, current=keys.pseudonym_key_version
+        )
     return ring
 
 

@@ -28,8 +28,14 @@ def claims(app, **overrides) -> dict:
     config = app.config["GATEWAY"]
     now = int(time.time())
     base = {
-        "iss": config.issuer, "aud": config.audience, "sub": "wmp-demo", "client_id": "wmp-demo",
-        "agency": "WMP", "scope": "subjects:read agreements:read", "iat": now, "exp": now + 300,
+        "iss": config.issuer,
+        "aud": config.audience,
+        "sub": "wmp-demo",
+        "client_id": "wmp-demo",
+        "agency": "WMP",
+        "scope": "subjects:read agreements:read",
+        "iat": now,
+        "exp": now + 300,
         "jti": uuid.uuid4().hex,
     }
     return {**base, **overrides}
@@ -42,14 +48,20 @@ def sign(app, payload: dict, header: dict | None = None, key=None) -> str:
 
 def test_token_endpoint_issues_a_short_lived_rfc9068_token(client, world, app):
     demo = world.clients["WMP"]
-    response = client.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=demo.basic_auth)
+    response = client.post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, headers=demo.basic_auth
+    )
     assert response.status_code == 200
     body = response.get_json()
     assert body["token_type"] == "Bearer"
     header = json.loads(base64.urlsafe_b64decode(body["access_token"].split(".")[0] + "=="))
     assert header == {"alg": "ES256", "typ": "at+jwt"}
-    token = jwt.decode(body["access_token"], app.extensions["gateway.keys"].public_jwks(), algorithms=["ES256"])
-    assert {"iss", "sub", "aud", "exp", "iat", "jti", "client_id", "scope", "agency"} <= set(token.claims)
+    token = jwt.decode(
+        body["access_token"], app.extensions["gateway.keys"].public_jwks(), algorithms=["ES256"]
+    )
+    assert {"iss", "sub", "aud", "exp", "iat", "jti", "client_id", "scope", "agency"} <= set(
+        token.claims
+    )
     assert token.claims["agency"] == "WMP"
     assert token.claims["exp"] - token.claims["iat"] == app.config["GATEWAY"].token_lifetime_seconds
 
@@ -65,7 +77,9 @@ def test_default_token_lifetime_is_ten_minutes():
     [("wmp-demo", "not-the-secret"), ("nobody-demo", "whatever"), ("", "")],
 )
 def test_wrong_secret_or_unknown_client_is_refused(client, who, secret):
-    response = client.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=basic(who, secret))
+    response = client.post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, headers=basic(who, secret)
+    )
     assert response.status_code in (400, 401)
     assert response.get_json()["error"] == "invalid_client"
 
@@ -76,7 +90,9 @@ def test_revoked_client_gets_no_token_and_its_tokens_stop_working(client, world,
     revoke_client(db, world.clients["NPS"].client_id)
     db.commit()
     response = client.post(
-        "/oauth/token", data={"grant_type": "client_credentials"}, headers=world.clients["NPS"].basic_auth
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers=world.clients["NPS"].basic_auth,
     )
     assert response.get_json()["error"] == "invalid_client"
     refused = client.get("/api/v1/agreements", headers=bearer(token))
@@ -108,9 +124,13 @@ def forged_tokens(app) -> dict[str, str]:
     import hashlib
     import hmac
 
-    hs_sig = base64.urlsafe_b64encode(
-        hmac.new(public_pem, f"{hs_header}.{hs_body}".encode(), hashlib.sha256).digest()
-    ).rstrip(b"=").decode()
+    hs_sig = (
+        base64.urlsafe_b64encode(
+            hmac.new(public_pem, f"{hs_header}.{hs_body}".encode(), hashlib.sha256).digest()
+        )
+        .rstrip(b"=")
+        .decode()
+    )
     return {
         "expired": sign(app, claims(app, iat=int(time.time()) - 900, exp=int(time.time()) - 300)),
         "other_key": sign(app, claims(app), key=other_key),
@@ -128,8 +148,19 @@ def forged_tokens(app) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     "case",
-    ["expired", "other_key", "alg_none", "hs256_with_public_key", "no_typ", "jwt_typ",
-     "wrong_issuer", "wrong_audience", "no_agency", "agency_mismatch", "garbage"],
+    [
+        "expired",
+        "other_key",
+        "alg_none",
+        "hs256_with_public_key",
+        "no_typ",
+        "jwt_typ",
+        "wrong_issuer",
+        "wrong_audience",
+        "no_agency",
+        "agency_mismatch",
+        "garbage",
+    ],
 )
 def test_forged_or_unfit_tokens_are_refused(client, app, case):
     token = forged_tokens(app)[case]
@@ -142,7 +173,9 @@ def test_forged_or_unfit_tokens_are_refused(client, app, case):
 
 def test_a_correctly_signed_hand_made_token_is_accepted(client, app):
     # The control for the forgeries above: the same construction with the real key works.
-    assert client.get("/api/v1/agreements", headers=bearer(sign(app, claims(app)))).status_code == 200
+    assert (
+        client.get("/api/v1/agreements", headers=bearer(sign(app, claims(app)))).status_code == 200
+    )
 
 
 def test_missing_scope_is_403_with_insufficient_scope(client, app):
@@ -171,7 +204,9 @@ def test_revocation_rfc7009_stops_the_token(client, world, db, token_for):
 
 def test_a_client_cannot_revoke_another_clients_token(client, world, token_for):
     token = token_for("WMP")
-    response = client.post("/oauth/revoke", data={"token": token}, headers=world.clients["NPS"].basic_auth)
+    response = client.post(
+        "/oauth/revoke", data={"token": token}, headers=world.clients["NPS"].basic_auth
+    )
     assert response.status_code == 400
     assert client.get("/api/v1/agreements", headers=bearer(token)).status_code == 200
 
@@ -188,17 +223,27 @@ def key_client(db, app):
 def assertion(app, client_id: str, key, **overrides) -> str:
     issuer = app.config["GATEWAY"].issuer
     now = int(time.time())
-    payload = {"iss": client_id, "sub": client_id, "aud": issuer + "/oauth/token", "iat": now,
-               "exp": now + 60, "jti": uuid.uuid4().hex, **overrides}
+    payload = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": issuer + "/oauth/token",
+        "iat": now,
+        "exp": now + 60,
+        "jti": uuid.uuid4().hex,
+        **overrides,
+    }
     return jwt.encode({"alg": "ES256", "kid": "partner-1"}, payload, key)
 
 
 def token_with_assertion(client, signed: str):
-    return client.post("/oauth/token", data={
-        "grant_type": "client_credentials",
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_assertion": signed,
-    })
+    return client.post(
+        "/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": signed,
+        },
+    )
 
 
 def test_private_key_jwt_authenticates_and_a_replayed_assertion_is_refused(client, app, key_client):
@@ -206,7 +251,12 @@ def test_private_key_jwt_authenticates_and_a_replayed_assertion_is_refused(clien
     signed = assertion(app, client_id, key)
     first = token_with_assertion(client, signed)
     assert first.status_code == 200, first.get_json()
-    assert client.get("/api/v1/agreements", headers=bearer(first.get_json()["access_token"])).status_code == 200
+    assert (
+        client.get(
+            "/api/v1/agreements", headers=bearer(first.get_json()["access_token"])
+        ).status_code
+        == 200
+    )
     replay = token_with_assertion(client, signed)
     assert replay.status_code in (400, 401)
     assert replay.get_json()["error"] == "invalid_client"
@@ -214,7 +264,11 @@ def test_private_key_jwt_authenticates_and_a_replayed_assertion_is_refused(clien
 
 @pytest.mark.parametrize(
     "change",
-    [{"aud": "https://elsewhere.example/token"}, {"exp": int(time.time()) - 120}, {"iss": "someone-else"}],
+    [
+        {"aud": "https://elsewhere.example/token"},
+        {"exp": int(time.time()) - 120},
+        {"iss": "someone-else"},
+    ],
 )
 def test_private_key_jwt_with_bad_claims_is_refused(client, app, key_client, change):
     client_id, key = key_client
@@ -234,14 +288,23 @@ def test_token_refusals_are_audited(client, db):
 
     from audit.models import AuditEventRow
 
-    client.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=basic("wmp-demo", "wrong"))
-    kinds = db.scalars(sa.select(AuditEventRow.kind).order_by(AuditEventRow.id.desc()).limit(1)).all()
+    client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers=basic("wmp-demo", "wrong"),
+    )
+    kinds = db.scalars(
+        sa.select(AuditEventRow.kind).order_by(AuditEventRow.id.desc()).limit(1)
+    ).all()
     assert kinds == ["token.refused"]
 
 
 def test_metadata_and_jwks_are_published(client, app):
     metadata = client.get("/.well-known/oauth-authorization-server").get_json()
     assert metadata["grant_types_supported"] == ["client_credentials"]
-    assert set(metadata["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "private_key_jwt"}
+    assert set(metadata["token_endpoint_auth_methods_supported"]) == {
+        "client_secret_basic",
+        "private_key_jwt",
+    }
     jwks = client.get("/oauth/jwks").get_json()
     assert jwks["keys"] and all("d" not in key for key in jwks["keys"])

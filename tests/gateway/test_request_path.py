@@ -13,8 +13,11 @@ PROBLEM = "application/problem+json"
 
 def last_events(db, n=1):
     return db.execute(
-        sa.select(AuditEventRow.kind, AuditEventRow.decision, AuditEventRow.status, AuditEventRow.body)
-        .order_by(AuditEventRow.id.desc()).limit(n)
+        sa.select(
+            AuditEventRow.kind, AuditEventRow.decision, AuditEventRow.status, AuditEventRow.body
+        )
+        .order_by(AuditEventRow.id.desc())
+        .limit(n)
     ).all()
 
 
@@ -61,15 +64,25 @@ def test_a_request_id_that_could_inject_is_refused(api):
 
 def test_body_too_large_is_413_problem(api, app):
     limit = app.config["GATEWAY"].max_body_bytes
-    response = api("WMP", "post", "/api/v1/subjects/search", data=b"{" + b" " * limit + b"}",
-                   headers={"Content-Type": "application/json"})
+    response = api(
+        "WMP",
+        "post",
+        "/api/v1/subjects/search",
+        data=b"{" + b" " * limit + b"}",
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 413
     assert response.content_type == PROBLEM
 
 
 def test_wrong_media_type_is_415(api):
-    response = api("WMP", "post", "/api/v1/subjects/search", data="scheme=PNC",
-                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = api(
+        "WMP",
+        "post",
+        "/api/v1/subjects/search",
+        data="scheme=PNC",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert response.status_code == 415
     assert response.content_type == PROBLEM
 
@@ -83,8 +96,14 @@ def test_malformed_json_unknown_fields_and_wrong_types_are_4xx_problems(api):
         (b'["PNC"]', 422),
     ]
     for payload, status in cases:
-        response = api("WMP", "post", "/api/v1/subjects/search", data=payload,
-                       headers={"Content-Type": "application/json"}, purpose="iom-case-management")
+        response = api(
+            "WMP",
+            "post",
+            "/api/v1/subjects/search",
+            data=payload,
+            headers={"Content-Type": "application/json"},
+            purpose="iom-case-management",
+        )
         assert response.status_code == status, (payload, response.get_json())
         assert response.content_type == PROBLEM
 
@@ -122,14 +141,23 @@ def test_every_api_route_writes_exactly_one_audit_event(app, api, db, token_for)
     """Walk every registered /api/v1 route: each request must leave one audit event."""
     token_for("IG-AUDIT")  # issue (and audit) the token before counting
     skipped = {"/api/v1/openapi.json"}
-    routes = [r for r in app.url_map.iter_rules()
-              if r.rule.startswith("/api/v1/") and r.rule not in skipped and not r.rule.startswith("/api/v1/docs")]
+    routes = [
+        r
+        for r in app.url_map.iter_rules()
+        if r.rule.startswith("/api/v1/")
+        and r.rule not in skipped
+        and not r.rule.startswith("/api/v1/docs")
+    ]
     assert len(routes) >= 10
     count = sa.select(sa.func.count()).select_from(AuditEventRow)
     for rule in routes:
         path = rule.rule
         for name in rule.arguments:
-            path = path.replace(f"<int:{name}>", "0").replace(f"<string:{name}>", "x").replace(f"<{name}>", "x")
+            path = (
+                path.replace(f"<int:{name}>", "0")
+                .replace(f"<string:{name}>", "x")
+                .replace(f"<{name}>", "x")
+            )
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             before = db.scalar(count)
             api("IG-AUDIT", method.lower(), path, purpose="ig-audit", json={})
@@ -146,7 +174,11 @@ def test_openapi_declares_security_headers_and_problem_errors(client):
     spec = client.get("/api/v1/openapi.json").get_json()
     assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     operation = spec["paths"]["/api/v1/subjects/{ref}"]["get"]
-    assert {p["name"] for p in operation["parameters"]} >= {"X-Purpose", "X-Request-ID", "X-On-Behalf-Of"}
+    assert {p["name"] for p in operation["parameters"]} >= {
+        "X-Purpose",
+        "X-Request-ID",
+        "X-On-Behalf-Of",
+    }
     problem = spec["components"]["responses"]["Problem404"]["content"]
     assert "application/problem+json" in problem
 

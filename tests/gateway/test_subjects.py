@@ -18,7 +18,15 @@ from gateway.services.pseudonymisation import rotate_pseudonym_key
 
 CASE = "iom-case-management"
 UUID = re.compile(r"^[0-9a-f-]{36}$")
-IDENTIFYING = ("given_name", "family_name", "date_of_birth", "identifiers", "address_line", "postcode", "phone")
+IDENTIFYING = (
+    "given_name",
+    "family_name",
+    "date_of_birth",
+    "identifiers",
+    "address_line",
+    "postcode",
+    "phone",
+)
 
 # A test-only agreement: housing and mentoring see Birmingham subjects pseudonymised.
 PSEUDONYMISED_AGREEMENT = """
@@ -43,7 +51,8 @@ grants:
     resource: subject
     actions: [read, list]
     conditions: {areas: [BIR]}
-    fields: [ref, date_of_birth, gender, postcode, area, needs, risk, given_name, identifiers, phone]
+    fields: [ref, date_of_birth, gender, postcode, area, needs, risk,
+             given_name, identifiers, phone]
     level: pseudonymised
 """
 
@@ -105,7 +114,9 @@ def test_filters_and_bad_filters(api):
         assert record["area"] == "COV"
     assert api("WMP", "get", "/api/v1/subjects?area=NARNIA").status_code == 422
     assert api("WMP", "get", "/api/v1/subjects?updated_since=yesterday").status_code == 422
-    assert api("WMP", "get", "/api/v1/subjects?updated_since=2026-01-01T00:00:00").status_code == 422  # no offset
+    assert (
+        api("WMP", "get", "/api/v1/subjects?updated_since=2026-01-01T00:00:00").status_code == 422
+    )  # no offset
     assert api("WMP", "get", "/api/v1/subjects?limit=100000").status_code == 422
     assert api("WMP", "get", "/api/v1/subjects?cursor=not-ours").status_code == 400
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat().replace("+00:00", "Z")
@@ -118,15 +129,22 @@ def out_of_scope_subject(db, agency_code: str) -> str:
 
     agency_id = db.scalar(sa.select(Agency.id).where(Agency.code == agency_code))
     return db.scalar(
-        sa.select(Subject.id).where(~sa.exists().where(Management.subject_id == Subject.id,
-                                                      Management.agency_id == agency_id)).limit(1)
+        sa.select(Subject.id)
+        .where(
+            ~sa.exists().where(
+                Management.subject_id == Subject.id, Management.agency_id == agency_id
+            )
+        )
+        .limit(1)
     )
 
 
 def comparable(response) -> tuple:
     body = response.get_json()
     body.pop("request_id")
-    headers = {k: v for k, v in response.headers.items() if k not in ("X-Request-ID", "Content-Length")}
+    headers = {
+        k: v for k, v in response.headers.items() if k not in ("X-Request-ID", "Content-Length")
+    }
     return response.status_code, body, headers
 
 
@@ -145,29 +163,48 @@ def test_wrong_purpose_denies_and_explains_in_the_audit_log(api, db):
     subject = items(api("WMP", "get", "/api/v1/subjects?limit=1"))[0]["ref"]
     response = api("WMP", "get", f"/api/v1/subjects/{subject}", purpose="performance-reporting")
     assert response.status_code == 404
-    body = json.loads(db.scalar(sa.select(AuditEventRow.body).order_by(AuditEventRow.id.desc()).limit(1)))
+    body = json.loads(
+        db.scalar(sa.select(AuditEventRow.body).order_by(AuditEventRow.id.desc()).limit(1))
+    )
     assert body["decision"] == "deny" and body["reason"] == "purpose_not_granted"
     assert body["subject_ids"] == [subject]
 
 
 def pnc_of(db, subject_id: str) -> str:
-    return db.scalar(sa.select(SubjectIdentifier.value).where(
-        SubjectIdentifier.subject_id == subject_id, SubjectIdentifier.scheme == "PNC"))
+    return db.scalar(
+        sa.select(SubjectIdentifier.value).where(
+            SubjectIdentifier.subject_id == subject_id, SubjectIdentifier.scheme == "PNC"
+        )
+    )
 
 
 def test_search_by_identifier_normalises_and_needs_identified_level(api, db):
     subject = items(api("WMP", "get", "/api/v1/subjects?limit=1"))[0]
     pnc = pnc_of(db, subject["ref"])
     year, rest = pnc.split("/")
-    variant = f" 20{year} / {rest.lstrip('0').lower()} " if int(year) < 30 else f"19{year}/{rest.lower()}"
+    variant = (
+        f" 20{year} / {rest.lstrip('0').lower()} " if int(year) < 30 else f"19{year}/{rest.lower()}"
+    )
     for value in (pnc, variant):
-        found = api("WMP", "post", "/api/v1/subjects/search", json={"scheme": "PNC", "value": value})
+        found = api(
+            "WMP", "post", "/api/v1/subjects/search", json={"scheme": "PNC", "value": value}
+        )
         assert found.status_code == 200, (value, found.get_json())
         assert found.get_json()["ref"] == subject["ref"]
     bad_check = pnc[:-1] + ("A" if pnc[-1] != "A" else "B")
-    assert api("WMP", "post", "/api/v1/subjects/search", json={"scheme": "PNC", "value": bad_check}).status_code == 422
-    provider = api("VSP-MENTOR", "post", "/api/v1/subjects/search",
-                   json={"scheme": "PNC", "value": pnc}, purpose="pre-cj-referral")
+    assert (
+        api(
+            "WMP", "post", "/api/v1/subjects/search", json={"scheme": "PNC", "value": bad_check}
+        ).status_code
+        == 422
+    )
+    provider = api(
+        "VSP-MENTOR",
+        "post",
+        "/api/v1/subjects/search",
+        json={"scheme": "PNC", "value": pnc},
+        purpose="pre-cj-referral",
+    )
     assert provider.status_code == 403  # no subjects:search scope for providers
 
 
@@ -177,7 +214,9 @@ def test_identifier_never_appears_in_a_url(app):
 
 
 def test_pseudonymised_disclosure_over_http(api, db, pseudonymised_agreement):
-    records = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=30", purpose="pre-cj-referral"))
+    records = items(
+        api("VSP-HOUSING", "get", "/api/v1/subjects?limit=30", purpose="pre-cj-referral")
+    )
     assert records
     raw = json.dumps(records)
     for record in records:
@@ -189,49 +228,90 @@ def test_pseudonymised_disclosure_over_http(api, db, pseudonymised_agreement):
         assert re.fullmatch(r"B\d{1,2}", record.get("postcode_district", "B1"))
     subjects = db.scalars(sa.select(Subject).where(Subject.area_code == "BIR")).all()
     for subject in subjects:
-        for value in (subject.given_name, subject.family_name, subject.postcode, subject.phone,
-                      subject.date_of_birth.isoformat(), subject.id):
+        for value in (
+            subject.given_name,
+            subject.family_name,
+            subject.postcode,
+            subject.phone,
+            subject.date_of_birth.isoformat(),
+            subject.id,
+        ):
             if value:
                 assert json.dumps(value) not in raw
 
 
-def test_pseudonyms_resolve_for_their_recipient_only_and_are_unlinkable(api, pseudonymised_agreement):
-    housing = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=5", purpose="pre-cj-referral"))
-    mentor = items(api("VSP-MENTOR", "get", "/api/v1/subjects?limit=200", purpose="pre-cj-referral"))
+def test_pseudonyms_resolve_for_their_recipient_only_and_are_unlinkable(
+    api, pseudonymised_agreement
+):
+    housing = items(
+        api("VSP-HOUSING", "get", "/api/v1/subjects?limit=5", purpose="pre-cj-referral")
+    )
+    mentor = items(
+        api("VSP-MENTOR", "get", "/api/v1/subjects?limit=200", purpose="pre-cj-referral")
+    )
     ref = housing[0]["ref"]
     again = api("VSP-HOUSING", "get", f"/api/v1/subjects/{ref}", purpose="pre-cj-referral")
     assert again.status_code == 200 and again.get_json()["ref"] == ref  # stable
-    assert api("VSP-MENTOR", "get", f"/api/v1/subjects/{ref}", purpose="pre-cj-referral").status_code == 404
+    assert (
+        api("VSP-MENTOR", "get", f"/api/v1/subjects/{ref}", purpose="pre-cj-referral").status_code
+        == 404
+    )
     assert not {r["ref"] for r in housing} & {r["ref"] for r in mentor}
 
 
 def test_pseudonymised_recipient_cannot_use_internal_ids(api, db, pseudonymised_agreement):
     subject_id = db.scalar(sa.select(Subject.id).where(Subject.area_code == "BIR").limit(1))
-    assert api("VSP-HOUSING", "get", f"/api/v1/subjects/{subject_id}", purpose="pre-cj-referral").status_code == 404
+    assert (
+        api(
+            "VSP-HOUSING", "get", f"/api/v1/subjects/{subject_id}", purpose="pre-cj-referral"
+        ).status_code
+        == 404
+    )
 
 
-def test_key_rotation_keeps_old_pseudonyms_for_the_grace_period(api, app, db, pseudonymised_agreement):
+def test_key_rotation_keeps_old_pseudonyms_for_the_grace_period(
+    api, app, db, pseudonymised_agreement
+):
     keys = app.extensions["gateway.keys"]
     old = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral"))
     old_version = keys.pseudonym_key_version
     new_version = rotate_pseudonym_key(db, keys)
     db.commit()
     try:
-        new = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral"))
+        new = items(
+            api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral")
+        )
         assert [r["ref"] for r in new] != [r["ref"] for r in old]
-        mapping = api("VSP-HOUSING", "get", f"/api/v1/pseudonyms/rotation?from_version={old_version}",
-                      purpose="pre-cj-referral").get_json()["pseudonyms"]
+        mapping = api(
+            "VSP-HOUSING",
+            "get",
+            f"/api/v1/pseudonyms/rotation?from_version={old_version}",
+            purpose="pre-cj-referral",
+        ).get_json()["pseudonyms"]
         assert {mapping[r["ref"]] for r in old} >= set()
         for before in old:
             assert mapping[before["ref"]] in {r["ref"] for r in new} | set(mapping.values())
-            assert api("VSP-HOUSING", "get", f"/api/v1/subjects/{before['ref']}",
-                       purpose="pre-cj-referral").status_code == 200
+            assert (
+                api(
+                    "VSP-HOUSING",
+                    "get",
+                    f"/api/v1/subjects/{before['ref']}",
+                    purpose="pre-cj-referral",
+                ).status_code
+                == 200
+            )
         # after the grace period the old pseudonyms no longer resolve
         version = db.get(PseudonymKeyVersion, old_version)
-        version.superseded_at = datetime.now(UTC) - timedelta(days=app.config["GATEWAY"].pseudonym_grace_days + 1)
+        version.superseded_at = datetime.now(UTC) - timedelta(
+            days=app.config["GATEWAY"].pseudonym_grace_days + 1
+        )
         db.commit()
-        assert api("VSP-HOUSING", "get", f"/api/v1/subjects/{old[0]['ref']}",
-                   purpose="pre-cj-referral").status_code == 404
+        assert (
+            api(
+                "VSP-HOUSING", "get", f"/api/v1/subjects/{old[0]['ref']}", purpose="pre-cj-referral"
+            ).status_code
+            == 404
+        )
     finally:
         keys.pseudonym_keys.pop(new_version)
         (Path(keys.directory) / f"pseudonym-v{new_version}.key").unlink()
@@ -246,8 +326,20 @@ def test_providers_never_see_victims(api, pseudonymised_agreement):
 
 
 def test_agreements_show_only_what_the_caller_is_party_to(api):
-    mine = {a["id"] for a in items(api("VSP-MENTOR", "get", "/api/v1/agreements", purpose="pre-cj-referral"))}
+    mine = {
+        a["id"]
+        for a in items(api("VSP-MENTOR", "get", "/api/v1/agreements", purpose="pre-cj-referral"))
+    }
     assert "pre-cj-referral" in mine and "core-iom" not in mine
-    assert api("VSP-MENTOR", "get", "/api/v1/agreements/core-iom", purpose="pre-cj-referral").status_code == 404
-    detail = api("VSP-MENTOR", "get", "/api/v1/agreements/pre-cj-referral", purpose="pre-cj-referral").get_json()
-    assert detail["grants_to_you"] and all(g["level"] in ("identified", "pseudonymised") for g in detail["grants_to_you"])
+    assert (
+        api(
+            "VSP-MENTOR", "get", "/api/v1/agreements/core-iom", purpose="pre-cj-referral"
+        ).status_code
+        == 404
+    )
+    detail = api(
+        "VSP-MENTOR", "get", "/api/v1/agreements/pre-cj-referral", purpose="pre-cj-referral"
+    ).get_json()
+    assert detail["grants_to_you"] and all(
+        g["level"] in ("identified", "pseudonymised") for g in detail["grants_to_you"]
+    )
