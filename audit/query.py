@@ -168,6 +168,19 @@ def receipt(session: Session, seq: int) -> dict[str, Any] | None:
     }
 
 
+def subject_accesses_query(subject_id: str, *, include_denied: bool = False) -> sa.Select:
+    """One GROUP BY driven by the (subject_id, event_row_id) index."""
+    query = (
+        sa.select(E.agency, E.purpose, E.agreement, sa.func.min(E.time), sa.func.max(E.time),
+                  sa.func.count())
+        .select_from(S).join(E, E.id == S.event_row_id)
+        .where(S.subject_id == subject_id)
+        .group_by(E.agency, E.purpose, E.agreement)
+        .order_by(sa.func.max(E.time).desc(), E.agency, E.purpose, E.agreement)
+    )
+    return query if include_denied else query.where(E.decision == "permit")
+
+
 def subject_accesses(
     session: Session, subject_id: str, *, include_denied: bool = False
 ) -> list[dict[str, Any]]:
@@ -175,30 +188,12 @@ def subject_accesses(
 
     Denied attempts are not accesses and are left out unless asked for.
     """
-    query = (
-        sa.select(E.agency, E.purpose, E.agreement, sa.func.min(E.time), sa.func.max(E.time),
-                  sa.func.count())
-        .select_from(S).join(E, E.id == S.event_row_id)
-        .where(S.subject_id == subject_id)
-        .group_by(E.agency, E.purpose, E.agreement)
-        .order_by(sa.func.max(E.time).desc())
-    )
-    if not include_denied:
-        query = query.where(E.decision == "permit")
-    time_type = E.__table__.c.time.type
+    rows = session.execute(subject_accesses_query(subject_id, include_denied=include_denied))
     return [
         {"agency": agency, "purpose": purpose, "agreement": agreement,
-         # Aggregates lose the column type on SQLite; convert back to aware UTC.
-         "first_access": _as_time(time_type, first, session),
-         "last_access": _as_time(time_type, last, session), "count": count}
-        for agency, purpose, agreement, first, last, count in session.execute(query)
+         "first_access": first, "last_access": last, "count": count}
+        for agency, purpose, agreement, first, last, count in rows
     ]
-
-
-def _as_time(time_type: Any, value: Any, session: Session) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return time_type.process_result_value(value, session.get_bind().dialect)
 
 
 def export_events(

@@ -367,3 +367,7 @@ def audit_export(from_seq: int, out: Path) -> None:
 
     with session_scope() as (app, _):
         click.echo(export_to_files(app, from_seq, out))
+
+
+if __name__ == "__main__":
+    main()

@@ -3,16 +3,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from audit.checkpoint import CheckpointSigner
+from audit.dbverify import VerifyReport, verify_database
+from audit.query import latest_checkpoint, write_export
 from audit.seal import SealResult, seal_pending_events
 from gateway.config import Config
 from gateway.db import Database
@@ -101,3 +106,30 @@ def wait_until_sealed(app: Flask, timeout: float = 10.0) -> None:
     ):
         if time.monotonic() > deadline:
             raise TimeoutError("audit log did not settle")
+
+
+def verify_log(app: Flask) -> VerifyReport:
+    """Recompute every leaf and the tree, check every checkpoint signature (CLI `audit verify`)."""
+    keys: KeyStore = app.extensions["gateway.keys"]
+    public_key = keys.checkpoint_public_keys()[keys.checkpoint_key_version]
+    with app.extensions["gateway.db"].session_factory() as session:
+        report = verify_database(session, public_key)
+    return report
+
+
+def export_to_files(app: Flask, from_seq: int, out: Path) -> str:
+    """Write the sealed events as JSON lines, and beside them the latest checkpoint and the
+    public key, ready for `python -m audit.verify`."""
+    keys: KeyStore = app.extensions["gateway.keys"]
+    with app.extensions["gateway.db"].session_factory() as session, out.open("w") as handle:
+        count = write_export(session, handle, from_seq)
+        checkpoint = latest_checkpoint(session)
+    if checkpoint is not None:
+        out.with_suffix(".checkpoint.json").write_text(json.dumps({"note": checkpoint.note}))
+    public = keys.checkpoint_public_keys()[keys.checkpoint_key_version]
+    out.with_suffix(".pub.pem").write_bytes(
+        public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return f"wrote {count} event(s) to {out}"
