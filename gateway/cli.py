@@ -353,9 +353,16 @@ def audit_verify() -> None:
 
     with session_scope() as (app, _):
         report = verify_log(app)
-    click.echo(str(report))
+    click.echo(
+        f"tree size {report.tree_size}: {report.events_checked} event(s) and "
+        f"{report.checkpoints_checked} checkpoint(s) checked"
+    )
     if not report.ok:
+        click.echo(f"first bad seq: {report.first_bad_seq}")
+        for problem in report.problems:
+            click.echo(f"  {problem}")
         sys.exit(1)
+    click.echo("the audit log verifies")
 
 
 @audit.command("export")

@@ -1,0 +1,164 @@
+"""Against a real gunicorn on loopback: several workers and concurrent clients append to one
+audit log; afterwards every 2xx the clients saw has its event and the log verifies."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.databases import backends, throwaway_database
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request(
+    url: str, *, data: bytes | None = None, headers: dict | None = None
+) -> tuple[int, dict, dict]:
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:  # noqa: S310 (loopback only)
+            return response.status, dict(response.headers), json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read() or b"{}")
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_workers_and_clients_share_one_verifiable_log(backend, tmp_path):
+    with throwaway_database(backend, tmp_path) as url:
+        env = {
+            **os.environ,
+            "GATEWAY_DATABASE_URL": url,
+            "GATEWAY_INSTANCE_PATH": str(tmp_path / "inst"),
+            "GATEWAY_KEY_DIR": str(tmp_path / "keys"),
+            "PYTHONPATH": str(ROOT),
+            "GATEWAY_AUDIT_SEAL_INTERVAL": "0.2",
+            "GATEWAY_AUDIT_CHECKPOINT_SECONDS": "1",
+        }
+        for args in (("db", "upgrade"), ("demo", "load", "--subjects", "60")):
+            subprocess.run(
+                [sys.executable, "-m", "gateway.cli", *args],
+                env=env,
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+        creds = {
+            c["agency"]: c
+            for c in json.loads((tmp_path / "inst" / "demo-credentials.json").read_text())
+        }
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "4",
+                "wsgi:app",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(100):
+                try:
+                    if request(base + "/healthz")[0] == 200:
+                        break
+                except OSError:
+                    time.sleep(0.1)
+            wmp = creds["WMP"]
+            basic = base64.b64encode(f"{wmp['client_id']}:{wmp['client_secret']}".encode()).decode()
+            status, _, body = request(
+                base + "/oauth/token",
+                data=b"grant_type=client_credentials",
+                headers={"Authorization": f"Basic {basic}"},
+            )
+            assert status == 200
+            headers = {
+                "Authorization": f"Bearer {body['access_token']}",
+                "X-Purpose": "iom-case-management",
+            }
+
+            def client(n: int) -> list[str]:
+                seen = []
+                for i in range(15):
+                    rid = f"load-{n}-{i}"
+                    status, response_headers, _ = request(
+                        base + "/api/v1/subjects?limit=5", headers={**headers, "X-Request-ID": rid}
+                    )
+                    if status == 200:
+                        seen.append(response_headers["X-Request-ID"])
+                return seen
+
+            with ThreadPoolExecutor(8) as pool:
+                ok = [rid for batch in pool.map(client, range(8)) for rid in batch]
+            assert len(ok) == 8 * 15
+
+            # auditor: every 2xx the clients saw is in the log, and the log verifies
+            ig = creds["IG-AUDIT"]
+            basic = base64.b64encode(f"{ig['client_id']}:{ig['client_secret']}".encode()).decode()
+            token = request(
+                base + "/oauth/token",
+                data=b"grant_type=client_credentials",
+                headers={"Authorization": f"Basic {basic}"},
+            )[2]["access_token"]
+            audit_headers = {"Authorization": f"Bearer {token}", "X-Purpose": "ig-audit"}
+            logged, cursor = set(), None
+            while True:
+                query = "/api/v1/audit/events?agency=WMP&limit=200" + (
+                    f"&cursor={cursor}" if cursor else ""
+                )
+                page = request(base + query, headers=audit_headers)[2]
+                logged |= {item["event"]["request_id"] for item in page["items"]}
+                cursor = page["next_cursor"]
+                if not cursor:
+                    break
+            assert set(ok) <= logged
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        sealed = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "audit", "seal", "--once"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert sealed.returncode == 0, sealed.stderr
+        verified = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "audit", "verify"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        print(
+            f"\n[{backend}] requests: {len(ok) + 2}, 2xx seen: {len(ok)}, audited: {len(logged)}; "
+            f"{verified.stdout.strip()}"
+        )
