@@ -7,7 +7,7 @@ misconfigured deployment fails at start-up rather than serving with throwaway se
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,6 @@ class Config:
     audience: str = "iom-gateway"
     token_lifetime_seconds: int = 600
     max_body_bytes: int = 1_000_000
-    page_size_default: int = 50
-    page_size_max: int = 200
     audit_origin: str = "iom-gateway.local/audit"
     audit_seal_in_process: bool = True
     audit_seal_interval_seconds: float = 1.0
@@ -41,10 +39,7 @@ class Config:
     audit_checkpoint_every_seconds: float = 5.0
     audit_gap_grace_seconds: float = 2.0
     pseudonym_grace_days: int = 90
-    rate_limit: str = "600 per minute"
-    rate_limit_storage_uri: str = "memory://"
     agreements_dir: Path = ROOT / "policies" / "agreements"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def production(self) -> bool:
@@ -69,7 +64,5 @@ class Config:
             audit_checkpoint_every_events=_int("GATEWAY_AUDIT_CHECKPOINT_EVENTS", 1000),
             audit_checkpoint_every_seconds=_float("GATEWAY_AUDIT_CHECKPOINT_SECONDS", 5.0),
             pseudonym_grace_days=_int("GATEWAY_PSEUDONYM_GRACE_DAYS", 90),
-            rate_limit=os.environ.get("GATEWAY_RATE_LIMIT", "600 per minute"),
-            rate_limit_storage_uri=os.environ.get("GATEWAY_RATE_LIMIT_STORAGE", "memory://"),
         )
         return replace(config, **overrides)

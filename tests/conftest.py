@@ -54,7 +54,6 @@ def make_config(tmp: Path, database_url: str, **overrides) -> Config:
         key_dir=tmp / "keys",
         token_lifetime_seconds=3600,
         audit_seal_in_process=False,
-        rate_limit="100000 per minute",
         **overrides,
     )
 
