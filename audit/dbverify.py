@@ -38,20 +38,36 @@ E, L, N, C, S = AuditEventRow, AuditLeaf, AuditNode, AuditCheckpoint, AuditEvent
 
 @dataclass
 class VerifyReport:
+    """Outcome of `verify_database`.
+
+    `first_bad_seq` is the earliest seq known to be affected. A stored node that disagrees
+    with the leaves below it locates its first leaf; a signed root that disagrees with
+    leaves and nodes that agree with each other (everything rewritten but the signature)
+    is located by the previous good checkpoint: the change lies at or after its size.
+    Checkpoint signature problems locate no seq.
+    """
+
     tree_size: int = 0
     events_checked: int = 0
     checkpoints_checked: int = 0
     first_bad_seq: int | None = None
     problems: list[str] = field(default_factory=list)
+    _bad_ranges: list[tuple[int, int]] = field(default_factory=list, repr=False)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
-    def problem(self, message: str, seq: int | None = None) -> None:
+    def problem(self, message: str, seq: int | None = None, end: int | None = None) -> None:
         self.problems.append(message)
-        if seq is not None and (self.first_bad_seq is None or seq < self.first_bad_seq):
-            self.first_bad_seq = seq
+        if seq is not None:
+            self._bad_ranges.append((seq, end if end is not None else seq + 1))
+            if self.first_bad_seq is None or seq < self.first_bad_seq:
+                self.first_bad_seq = seq
+
+    def explains(self, start: int, end: int) -> bool:
+        """Whether a problem already reported lies in leaves [start, end)."""
+        return any(a < end and start < b for a, b in self._bad_ranges)
 
 
 def verify_database(
@@ -97,17 +113,19 @@ def _check_tree(
     session: Session, public_key: Ed25519PublicKey, key_name: str | None, chunk_size: int,
     report: VerifyReport, max_problems: int,
 ) -> None:
+    """Rebuild the tree from the bodies, comparing leaves, nodes and signed roots."""
     frontier = Frontier()
     checkpoints = _checkpoints(session, chunk_size)
     pending = next(checkpoints, None)
-    last_timestamp = -1
+    roots_to_judge: list[tuple[int, int]] = []  # (size, previous good size)
+    last = {"timestamp": -1, "good_size": 0}
 
     def check_checkpoints() -> None:
-        nonlocal pending, last_timestamp
+        nonlocal pending
         while pending is not None and pending.tree_size <= frontier.size:
             if pending.tree_size == frontier.size:
-                last_timestamp = _check_checkpoint(pending, frontier.root(), public_key,
-                                                   key_name, last_timestamp, report)
+                _check_checkpoint(pending, frontier.root(), public_key, key_name, last,
+                                  roots_to_judge, report)
             pending = next(checkpoints, None)
 
     check_checkpoints()
@@ -125,69 +143,79 @@ def _check_tree(
                 built[level][index] = node
             report.events_checked += 1
             check_checkpoints()
-            if len(report.problems) >= max_problems:
-                return
         _compare_nodes(session, built, report)
+        if len(report.problems) >= max_problems:
+            return
+    for size, good in roots_to_judge:
+        if report.explains(0, size):
+            report.problem(f"root at size {size} does not match checkpoint "
+                           "(explained by the problems above)")
+        else:
+            report.problem(f"root at size {size} does not match checkpoint: leaves and "
+                           f"nodes were rewritten consistently somewhere in seqs "
+                           f"{good}..{size - 1}", good, size)
     report.tree_size = frontier.size
     _check_totals(session, frontier.size, pending, report)
 
 
 def _recompute_leaf(seq: int, body: str | None, report: VerifyReport) -> bytes | None:
+    """The leaf hash of the stored body (whether the body is canonical is checked with the
+    columns, so each body is decoded once)."""
     if body is None:
         report.problem(f"seq {seq}: its event row is missing", seq)
         return None
-    data = body.encode("utf-8")
-    try:
-        event_from_canonical(data)
-    except CanonicalFormError as exc:
-        report.problem(f"seq {seq}: stored body is not a canonical event ({exc})", seq)
-    return leaf_hash(data)
+    return leaf_hash(body.encode("utf-8"))
 
 
 def _check_checkpoint(
     row: sa.Row, root: bytes, public_key: Ed25519PublicKey, key_name: str | None,
-    last_timestamp: int, report: VerifyReport,
-) -> int:
+    last: dict[str, int], roots_to_judge: list[tuple[int, int]], report: VerifyReport,
+) -> None:
     size = row.tree_size
     report.checkpoints_checked += 1
     try:
         checkpoint = verify_checkpoint(row.note, public_key, key_name)
     except CheckpointError as exc:
-        report.problem(f"checkpoint at size {size}: {exc}", max(size - 1, 0))
-        return last_timestamp
+        report.problem(f"checkpoint at size {size}: {exc}")
+        return
     if checkpoint.root_hash != root:
-        report.problem(f"root at size {size} does not match checkpoint", max(size - 1, 0))
+        roots_to_judge.append((size, last["good_size"]))
+    else:
+        last["good_size"] = size
     stored = (row.tree_size, row.root_hash, row.timestamp, row.key_id)
     signed = (checkpoint.tree_size, checkpoint.root_hash, checkpoint.timestamp,
               checkpoint.key_id.hex())
     if stored != signed:
         report.problem(f"checkpoint at size {size}: columns differ from the signed note")
     timestamp = checkpoint.timestamp if checkpoint.timestamp is not None else -1
-    if timestamp <= last_timestamp:
+    if timestamp <= last["timestamp"]:
         report.problem(f"checkpoint at size {size}: timestamp does not increase")
-    return timestamp
+    last["timestamp"] = timestamp
 
 
 def _compare_nodes(session: Session, built: dict[int, dict[int, bytes]],
                    report: VerifyReport) -> None:
+    """Report the lowest stored nodes that disagree; nodes above a reported one are
+    explained by it and left out."""
     for level, nodes in sorted(built.items()):
         stored = dict(session.execute(
             sa.select(N.node_index, N.hash).where(
                 N.level == level, N.node_index.between(min(nodes), max(nodes)))
         ).all())
         for index in sorted(nodes):
-            if stored.get(index) != nodes[index]:
-                seq = index << level
-                state = "missing" if index not in stored else "does not match the leaves"
-                report.problem(f"seq {seq}: stored node ({level}, {index}) {state}", seq)
-                break
+            start, end = index << level, (index + 1) << level
+            if stored.get(index) == nodes[index] or report.explains(start, end):
+                continue
+            state = "is missing" if index not in stored else "does not match the leaves"
+            report.problem(f"seqs {start}..{end - 1}: stored node ({level}, {index}) {state}",
+                           start, end)
 
 
 def _check_totals(session: Session, size: int, pending: sa.Row | None,
                   report: VerifyReport) -> None:
     if pending is not None:
-        report.problem(f"checkpoint at size {pending.tree_size} is beyond the tree "
-                       f"({size} leaves)", size)
+        report.problem(f"seq {size} missing: checkpoint at size {pending.tree_size} is "
+                       f"beyond the tree ({size} leaves)", size)
     stored_nodes = session.execute(sa.select(sa.func.count()).select_from(N)).scalar_one()
     if stored_nodes != size - size.bit_count():
         report.problem(f"{stored_nodes} stored nodes, a tree of {size} leaves has "
@@ -203,12 +231,12 @@ def _check_rows(session: Session, chunk_size: int, report: VerifyReport,
     cursor = session.execute(sa.select(AuditSealState.event_cursor)).scalar() or 0
     gaps = set(session.execute(sa.select(AuditGap.event_row_id)).scalars())
     events = E.__table__
-    after = 0
+    after: int | None = None
     while len(report.problems) < max_problems:
-        rows = session.execute(
-            sa.select(events, L.seq).outerjoin(L, L.event_row_id == events.c.id)
-            .where(events.c.id > after).order_by(events.c.id).limit(chunk_size)
-        ).all()
+        page = sa.select(events, L.seq).outerjoin(L, L.event_row_id == events.c.id)
+        if after is not None:
+            page = page.where(events.c.id > after)
+        rows = session.execute(page.order_by(events.c.id).limit(chunk_size)).all()
         if not rows:
             return
         subjects: dict[int, list[str]] = defaultdict(list)
@@ -232,9 +260,8 @@ def _compare_columns(row: sa.Row, subjects: list[str], where: str, seq: int | No
     try:
         body: dict[str, Any] = json.loads(row.body)
         event = event_from_canonical(row.body.encode("utf-8"))
-    except (ValueError, CanonicalFormError):
-        if seq is None:
-            report.problem(f"{where}: stored body is not a canonical event")
+    except (ValueError, CanonicalFormError) as exc:
+        report.problem(f"{where}: stored body is not a canonical event ({exc})", seq)
         return
     expected = {
         "event_id": event.event_id, "kind": str(event.kind), "time": event.time,

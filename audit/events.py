@@ -42,6 +42,8 @@ DetailValue = str | int | bool | None | list[str | int | bool | None]
 
 
 class EventKind(StrEnum):
+    """What happened. Values are stored and hashed: never rename one, only add."""
+
     API_ACCESS = "api.access"
     TOKEN_ISSUED = "token.issued"  # noqa: S105 (an event name, not a secret)
     TOKEN_REFUSED = "token.refused"  # noqa: S105 (an event name, not a secret)
@@ -113,10 +115,14 @@ class AuditEvent:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise CanonicalFormError(f"{name} must be a string or None")
+            if value is not None:
+                put(self, name, _plain(value))
         for name in ("status", "duration_us"):
             value = getattr(self, name)
-            if value is not None and (type(value) is not int or abs(value) > MAX_SAFE_INTEGER):
+            if value is not None and (isinstance(value, bool) or not _is_scalar(value)
+                                      or not isinstance(value, int)):
                 raise CanonicalFormError(f"{name} must be an integer or None")
+            put(self, name, _plain(value))
         put(self, "subject_ids", _subject_ids(self.subject_ids))
         put(self, "fields", _sorted_strings("fields", self.fields))
         put(self, "details", _details(self.details))
@@ -151,7 +157,7 @@ def _sorted_strings(name: str, values: Iterable[object]) -> tuple[str, ...]:
     items = set(values)
     if not all(isinstance(v, str) for v in items):
         raise CanonicalFormError(f"{name} must be a sequence of strings")
-    return tuple(sorted(str(v) for v in items))
+    return tuple(sorted({_plain(v) for v in items}))  # type: ignore[arg-type]
 
 
 def _details(details: Mapping[str, Any]) -> dict[str, DetailValue]:
@@ -164,17 +170,29 @@ def _details(details: Mapping[str, Any]) -> dict[str, DetailValue]:
         if isinstance(value, list | tuple):
             if not all(_is_scalar(v) for v in value):
                 raise CanonicalFormError(f"details[{key!r}] may only list str/int/bool/None")
-            value = list(value)
+            value = [_plain(v) for v in value]
         elif not _is_scalar(value):
             raise CanonicalFormError(f"details[{key!r}] must be str, int, bool, None or list")
-        out[key] = value
+        out[_plain(key)] = _plain(value)
     return out
 
 
 def _is_scalar(value: object) -> bool:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return True
-    return type(value) is int and abs(value) <= MAX_SAFE_INTEGER
+    return isinstance(value, int) and abs(value) <= MAX_SAFE_INTEGER
+
+
+def _plain(value: Any) -> Any:
+    """Enum members and other subclasses become the plain str/int/bool they stand for,
+    so an event equals its own decoding."""
+    if value is None or type(value) in (str, int, bool, list):
+        return value
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    return str.__str__(value)
 
 
 def format_time(value: datetime) -> str:
@@ -183,6 +201,7 @@ def format_time(value: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
+    """Inverse of `format_time`; strict, so only canonical text decodes."""
     if not isinstance(text, str) or not _TIME.fullmatch(text):
         raise CanonicalFormError(f"time {text!r} is not YYYY-MM-DDTHH:MM:SS.ffffffZ")
     try:
@@ -209,6 +228,8 @@ def event_to_dict(event: AuditEvent) -> dict[str, Any]:
 
 
 def event_from_dict(data: Mapping[str, Any]) -> AuditEvent:
+    """Build an event from its JSON form; every field must be present, none unknown,
+    so a verifier notices fields dropped from or added to an export."""
     if not isinstance(data, Mapping):
         raise CanonicalFormError("an event must be a JSON object")
     missing = set(FIELD_NAMES) - set(data)
@@ -236,22 +257,34 @@ def canonical_json(value: Any) -> bytes:
 
 
 def _canonical_value(value: Any) -> Any:
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
         return value
-    if isinstance(value, int):
+    if kind is int:
         if abs(value) > MAX_SAFE_INTEGER:
             raise CanonicalFormError(f"integer {value} is outside the exact JSON range")
-        return int(value)
-    if isinstance(value, float):
-        raise CanonicalFormError("floats have no canonical form here")
-    if isinstance(value, list | tuple):
+        return value
+    if kind is list or kind is tuple:
         return [_canonical_value(v) for v in value]
     if isinstance(value, Mapping):
-        if not all(isinstance(k, str) for k in value):
+        keys = list(value)
+        if not all(type(k) is str for k in keys):
             raise CanonicalFormError("object keys must be strings")
-        # JCS orders keys by UTF-16 code units; json.dumps keeps this insertion order.
-        keys = sorted(value, key=lambda k: k.encode("utf-16-be", "surrogatepass"))
+        if all(k.isascii() for k in keys):
+            keys.sort()
+        else:  # JCS orders keys by UTF-16 code units, not code points
+            keys.sort(key=lambda k: k.encode("utf-16-be", "surrogatepass"))
+        # json.dumps keeps this insertion order.
         return {k: _canonical_value(value[k]) for k in keys}
+    if isinstance(value, float):
+        raise CanonicalFormError("floats have no canonical form here")
+    # Subclasses (StrEnum, IntEnum members...) encode as their plain values.
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return _canonical_value(int(value))
+    if isinstance(value, str):
+        return str.__str__(value)
     raise CanonicalFormError(f"{type(value).__name__} has no JSON form")
 
 

@@ -30,6 +30,8 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 
 
 class NodeStore(Protocol):
+    """Where perfect subtree hashes come from: a dict in tests, the database in the log."""
+
     def get(self, level: int, index: int) -> bytes:
         """Hash of the perfect subtree over leaves [index * 2**level, (index+1) * 2**level)."""
         ...

@@ -42,7 +42,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 class AuditBase(DeclarativeBase):
-    pass
+    """Own metadata, so the gateway can migrate it next to its own without coupling."""
 
 
 class AuditEventRow(AuditBase):

@@ -95,6 +95,7 @@ def list_events(
 
 
 def get_event(session: Session, seq: int) -> dict[str, Any] | None:
+    """A sealed event by leaf index, with its stored ``leaf_hash`` (hex); None if absent."""
     row = session.execute(
         sa.select(E.id, L.seq, E.body, L.leaf_hash).join(L, L.event_row_id == E.id)
         .where(L.seq == seq)
@@ -104,15 +105,16 @@ def get_event(session: Session, seq: int) -> dict[str, Any] | None:
     return {**_event_dict(row[0], row[1], row[2]), "leaf_hash": row[3].hex()}
 
 
-def tree_size(session: Session) -> int:
+def sealed_size(session: Session) -> int:
+    """The number of sealed events (the current tree size)."""
     size = session.execute(sa.select(AuditSealState.tree_size)).scalar()
     return size or 0
 
 
-def inclusion_proof(session: Session, seq: int, tree_size_: int) -> list[bytes]:
-    """RFC 9162 inclusion proof of leaf `seq` in the tree of size `tree_size_`."""
-    _check_size(session, tree_size_)
-    return compute(session, lambda store: merkle.inclusion_path(seq, tree_size_, store))
+def inclusion_proof(session: Session, seq: int, tree_size: int) -> list[bytes]:
+    """RFC 9162 inclusion proof of leaf `seq` in the tree of size `tree_size`."""
+    _check_size(session, tree_size)
+    return compute(session, lambda store: merkle.inclusion_path(seq, tree_size, store))
 
 
 def consistency_proof(session: Session, size1: int, size2: int) -> list[bytes]:
@@ -122,12 +124,13 @@ def consistency_proof(session: Session, size1: int, size2: int) -> list[bytes]:
 
 
 def _check_size(session: Session, size: int) -> None:
-    current = tree_size(session)
+    current = sealed_size(session)
     if size > current:
         raise ValueError(f"tree size {size} is beyond the sealed tree ({current} leaves)")
 
 
 def latest_checkpoint(session: Session) -> Checkpoint | None:
+    """The checkpoint of the largest tree; None before the first events are sealed."""
     note = session.execute(
         sa.select(AuditCheckpoint.note).order_by(AuditCheckpoint.tree_size.desc()).limit(1)
     ).scalar()
@@ -135,8 +138,9 @@ def latest_checkpoint(session: Session) -> Checkpoint | None:
 
 
 def checkpoint_at(session: Session, size: int) -> Checkpoint | None:
-    note = session.get(AuditCheckpoint, size)
-    return None if note is None else parse_checkpoint(note.note)
+    """The checkpoint signed at exactly this tree size, if one was."""
+    row = session.get(AuditCheckpoint, size)
+    return None if row is None else parse_checkpoint(row.note)
 
 
 def receipt(session: Session, seq: int) -> dict[str, Any] | None:

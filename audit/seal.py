@@ -44,6 +44,10 @@ _gaps = AuditGap.__table__
 
 @dataclass(frozen=True)
 class SealResult:
+    """What one call did: `sealed` leaves appended (`late_sealed` of them late commits),
+    gap ids given up on, the id it stopped at while waiting, and the checkpoint it signed.
+    """
+
     sealed: int
     tree_size: int
     late_sealed: int = 0

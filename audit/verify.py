@@ -42,29 +42,36 @@ class Invalid(Exception):
 
 
 class UsageError(Exception):
-    pass
+    """Bad arguments or unreadable files: exit status 2, distinct from "invalid"."""
 
 
 @dataclass
 class Outcome:
+    """A successful verification: what was proven, plus notes on its limits."""
+
     message: str
     notes: list[str] = field(default_factory=list)
 
 
 def read_checkpoint(text: str, public_key: Ed25519PublicKey, key_name: str | None) -> Checkpoint:
     """Verify a checkpoint given as its JSON file form or as the bare note."""
-    note = text
+    note, stated_id = text, None
     if text.lstrip().startswith("{"):
         try:
-            note = json.loads(text)["note"]
-        except (ValueError, KeyError, TypeError):
+            data = json.loads(text)
+            note, stated_id = data["note"], data.get("public_key_id")
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise Invalid("checkpoint file is neither a note nor {\"note\": ...} JSON") from None
     try:
-        return verify_checkpoint(note, public_key, key_name)
+        checkpoint = verify_checkpoint(note, public_key, key_name)
     except SignatureError as exc:
         raise Invalid(f"checkpoint signature invalid: {exc}") from None
     except CheckpointError as exc:
         raise Invalid(f"checkpoint malformed: {exc}") from None
+    if stated_id not in (None, checkpoint.key_id.hex()):
+        raise Invalid(f"checkpoint file names key id {stated_id}, but the note is signed "
+                      f"under {checkpoint.key_id.hex()}")
+    return checkpoint
 
 
 def _refuse_float(text: str) -> Any:
@@ -146,11 +153,14 @@ def _order_problem(seq: int, expected: int, rest: Iterator[tuple[int, dict[str, 
 def verify_receipt(
     receipt: dict[str, Any], public_key: Ed25519PublicKey, key_name: str | None = None
 ) -> Outcome:
+    """One event proven included in a signed tree head, from the receipt alone."""
     try:
         seq, proof_hex = receipt["seq"], receipt["inclusion_proof"]
         note = receipt["checkpoint"]
     except (KeyError, TypeError):
         raise Invalid("receipt lacks seq, inclusion_proof or checkpoint") from None
+    if type(seq) is not int or not isinstance(proof_hex, list):
+        raise Invalid("receipt seq must be an integer and inclusion_proof a list")
     checkpoint = read_checkpoint(note, public_key, key_name or receipt.get("key_name"))
     if receipt.get("public_key_id") not in (None, checkpoint.key_id.hex()):
         raise Invalid("receipt public_key_id does not match the checkpoint signature")
@@ -171,6 +181,8 @@ def verify_receipt(
 def verify_consistency_files(
     old: Checkpoint, new: Checkpoint, proof_data: Any
 ) -> Outcome:
+    """Two verified checkpoints of one log, the newer extending the older: nothing that
+    the older one covered was changed or removed."""
     if old.origin != new.origin:
         raise Invalid(f"checkpoints are from different logs: {old.origin!r}, {new.origin!r}")
     if new.tree_size < old.tree_size:

@@ -9,10 +9,20 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from gateway import access
 from gateway.agreement_store import AgreementStore
-from gateway.api import agreements, audit, health, oauth_views, pseudonyms, subjects
+from gateway.api import (
+    agreements,
+    audit,
+    changes,
+    health,
+    oauth_views,
+    pseudonyms,
+    referrals,
+    subjects,
+)
 from gateway.config import Config
 from gateway.db import Database
 from gateway.keys import load_keys
+from gateway.limits import init_rate_limits
 from gateway.oauth import OAuth
 from gateway.openapi import init_api
 from gateway.problems import Problem, problem_response
@@ -49,10 +59,18 @@ def create_app(config: Config | None = None) -> Flask:
     api = init_api(app)
     app.register_blueprint(oauth_views.blp)
     app.register_blueprint(health.blp)
-    for blueprint in (subjects.blp, agreements.blp, pseudonyms.blp, audit.blp):
+    for blueprint in (
+        subjects.blp,
+        agreements.blp,
+        referrals.blp,
+        changes.blp,
+        pseudonyms.blp,
+        audit.blp,
+    ):
         api.register_blueprint(blueprint)
 
     app.before_request(access.begin_request)
+    init_rate_limits(app)  # after authentication: keyed by client, 429s audited
     app.after_request(access.finish_request)
     app.after_request(_security_headers)
     app.teardown_appcontext(lambda exc: database.session.remove())

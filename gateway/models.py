@@ -163,6 +163,7 @@ class Subject(Base):
     needs: Mapped[list[Need]] = relationship(cascade="all, delete-orphan")
     management: Mapped[list[Management]] = relationship(cascade="all, delete-orphan")
     victim_links: Mapped[list[VictimLink]] = relationship(cascade="all, delete-orphan")
+    referrals: Mapped[list[Referral]] = relationship(viewonly=True, order_by="Referral.created_at")
 
 
 class SubjectIdentifier(Base):
@@ -269,3 +270,113 @@ class PseudonymIndex(Base):
     domain: Mapped[str] = mapped_column(sa.String(120), index=True)
     key_version: Mapped[int]
     subject_id: Mapped[str] = mapped_column(sa.ForeignKey("subjects.id"), index=True)
+
+
+class Referral(Base):
+    """A referral from one agency to another, for one subject, under one declared purpose.
+
+    `version` is the optimistic-concurrency token behind the ETag: a transition applies only
+    if the version the caseworker saw is still current.
+    """
+
+    __tablename__ = "referrals"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_uuid)
+    subject_id: Mapped[str] = mapped_column(sa.ForeignKey("subjects.id"), index=True)
+    from_agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agencies.id"), index=True)
+    to_agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agencies.id"), index=True)
+    purpose: Mapped[str] = mapped_column(sa.String(64))
+    service: Mapped[str] = mapped_column(sa.String(40))
+    pathways: Mapped[list[str]] = mapped_column(sa.JSON)
+    reasons: Mapped[list[str]] = mapped_column(sa.JSON)
+    summary: Mapped[str | None] = mapped_column(sa.Text)
+    urgency: Mapped[str] = mapped_column(sa.String(12))
+    risk_shared: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    consent: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    status: Mapped[str] = mapped_column(sa.String(16), index=True)
+    version: Mapped[int] = mapped_column(default=1)
+    decision_due: Mapped[datetime]
+    overdue_notified_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    from_agency: Mapped[Agency] = relationship(foreign_keys=[from_agency_id], lazy="joined")
+    to_agency: Mapped[Agency] = relationship(foreign_keys=[to_agency_id], lazy="joined")
+    transitions: Mapped[list[ReferralTransition]] = relationship(
+        order_by="ReferralTransition.id", cascade="all, delete-orphan"
+    )
+    outcomes: Mapped[list[Outcome]] = relationship(
+        order_by="[Outcome.occurred_on, Outcome.recorded_at]", cascade="all, delete-orphan"
+    )
+
+
+class ReferralTransition(Base):
+    """One step of a referral's history: when, by which agency, on whose behalf."""
+
+    __tablename__ = "referral_transitions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    referral_id: Mapped[str] = mapped_column(sa.ForeignKey("referrals.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(sa.String(16))
+    to_status: Mapped[str] = mapped_column(sa.String(16))
+    reason: Mapped[str | None] = mapped_column(sa.String(40))
+    agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agencies.id"))
+    on_behalf_of: Mapped[str | None] = mapped_column(sa.String(128))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    agency: Mapped[Agency] = relationship(lazy="joined")
+
+
+class Outcome(Base):
+    """What happened after a referral: engagement, completion, a further offence."""
+
+    __tablename__ = "outcomes"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_uuid)
+    referral_id: Mapped[str] = mapped_column(sa.ForeignKey("referrals.id"), index=True)
+    type: Mapped[str] = mapped_column(sa.String(40))
+    occurred_on: Mapped[date]
+    detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    recorded_by_agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agencies.id"))
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+    recorded_by: Mapped[Agency] = relationship(lazy="joined")
+
+
+class IdempotentRequest(Base):
+    """A create request's key and fingerprint, and the response it got, for safe retries."""
+
+    __tablename__ = "idempotent_requests"
+    agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agencies.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    status: Mapped[int]
+    body: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    headers: Mapped[dict[str, str]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ChangeFeedCounter(Base):
+    """One row whose increment orders the change feed; see `services.changes`."""
+
+    __tablename__ = "change_feed_counter"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    last_position: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class Change(Base):
+    """One entry of the partners' change feed: positions are gap-free and in commit order."""
+
+    __tablename__ = "changes"
+    position: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(sa.String(40))
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    subject_id: Mapped[str | None] = mapped_column(sa.ForeignKey("subjects.id"))
+    referral_id: Mapped[str | None] = mapped_column(sa.ForeignKey("referrals.id"))
+    outcome_id: Mapped[str | None] = mapped_column(sa.ForeignKey("outcomes.id"))
+    by_agency_id: Mapped[int | None] = mapped_column(sa.ForeignKey("agencies.id"))
+    detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+
+
+class ChangeAudience(Base):
+    """Which agencies a change is for; the feed of an agency is a filtered view of `changes`."""
+
+    __tablename__ = "change_audience"
+    agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agencies.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(sa.ForeignKey("changes.position"), primary_key=True)

@@ -231,7 +231,7 @@ PSEUDONYMISED_KEYS: Final = MappingProxyType(
         ("subject", "management"): frozenset({"agency", "statutory", "since"}),
         ("referral", "history"): frozenset({"status", "at", "agency"}),
         ("referral", "risk_shared"): frozenset({"reoffending_band", "serious_harm_level"}),
-        ("referral", "consent"): frozenset({"given", "scope", "recorded_at"}),
+        ("referral", "consent"): frozenset({"status", "lawful_basis", "recorded_at"}),
     }
 )
 

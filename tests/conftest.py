@@ -70,6 +70,7 @@ def world(
         upgrade(url)
         app = create_app(make_config(tmp, url))
         app.config["TESTING"] = True
+        app.config["GATEWAY_LOG_TRACEBACKS"] = True
         with app.app_context():
             session = app.extensions["gateway.db"].session
             issued = load_demo(session, seed=2015, subjects=DEMO_SUBJECTS)

@@ -31,7 +31,7 @@ def decide_on_subject(
         action=action,
         resource="subject",
         purpose=purpose,
-        record=record_context(subject, now.date()),
+        record=record_context(subject, now.date(), policy),
         now=now,
     )
 

@@ -14,10 +14,15 @@ from gateway.models import (
     Agency,
     CohortMembership,
     Management,
+    Referral,
     Subject,
     SubjectIdentifier,
 )
-from policies.engine import GrantScope, RecordContext
+from policies.engine import GrantScope, PolicySet, RecordContext
+
+OPEN_REFERRAL = ("submitted", "accepted", "engaged")
+CONSENTED_STATUSES = ("accepted", "engaged", "completed", "disengaged")
+CONSENT_OK = ("given", "not_required")
 
 
 def age_on(born: date, today: date) -> int:
@@ -40,13 +45,19 @@ def load_subjects(session: Session, subject_ids: Iterable[str]) -> dict[str, Sub
             selectinload(Subject.needs),
             selectinload(Subject.management),
             selectinload(Subject.victim_links),
+            selectinload(Subject.referrals),
         )
     ).all()
     return {row.id: row for row in rows}
 
 
-def record_context(subject: Subject, today: date) -> RecordContext:
+def record_context(subject: Subject, today: date, policy: PolicySet | None = None) -> RecordContext:
+    """What a decision about this subject needs to know, relationships included.
+
+    A closed referral keeps its recipient related to the subject until the retention period
+    of the agreements covering the referral's purpose has passed (needs `policy`)."""
     managed = [m for m in subject.management if _active(m.start_date, m.end_date, today)]
+    referred = [r for r in subject.referrals if _referral_visible(r, today, policy)]
     return RecordContext(
         cohorts=frozenset(
             c.cohort for c in subject.cohorts if _active(c.start_date, c.end_date, today)
@@ -54,9 +65,32 @@ def record_context(subject: Subject, today: date) -> RecordContext:
         area=subject.area_code,
         age=age_on(subject.date_of_birth, today),
         managed_by=frozenset(m.agency.code for m in managed),
-        active_referrals_to=frozenset(),
-        accepted_with_consent_by=frozenset(),
+        active_referrals_to=frozenset(r.to_agency.code for r in referred),
+        accepted_with_consent_by=frozenset(r.to_agency.code for r in referred if _consented(r)),
     )
+
+
+def _consented(referral: Referral) -> bool:
+    return referral.status in CONSENTED_STATUSES and referral.consent.get("status") in CONSENT_OK
+
+
+def _referral_visible(referral: Referral, today: date, policy: PolicySet | None) -> bool:
+    if referral.status in OPEN_REFERRAL:
+        return True
+    if policy is None or referral.closed_at is None:
+        return False
+    return today <= retention_end(policy, referral.purpose, referral.closed_at.date())
+
+
+def retention_end(policy: PolicySet, purpose: str, closed_on: date) -> date:
+    """The last day a closed exchange stays visible: the longest retention of the agreements
+    that name its purpose (none: the day it closed)."""
+    ends = [
+        a.retention.after(closed_on)
+        for a in policy.agreements
+        if purpose in {p.code for p in a.purposes}
+    ]
+    return max(ends, default=closed_on)
 
 
 def full_record(subject: Subject, today: date) -> dict:
@@ -149,7 +183,18 @@ def _relationship(name: str, agency_id: int, today: date) -> sa.ColumnElement[bo
             Management.start_date <= today,
             sa.or_(Management.end_date.is_(None), Management.end_date >= today),
         )
-    # Referral relationships arrive with the referrals exchange; until then none holds.
+    referral = sa.exists().where(
+        Referral.subject_id == Subject.id, Referral.to_agency_id == agency_id
+    )
+    if name == "active_referral_to_recipient":
+        # Lists show open referrals' subjects; closed ones stay readable one by one
+        # until retention ends (see record_context).
+        return referral.where(Referral.status.in_(OPEN_REFERRAL))
+    if name == "accepted_referral_with_consent":
+        return referral.where(
+            Referral.status.in_(CONSENTED_STATUSES),
+            Referral.consent["status"].as_string().in_(CONSENT_OK),
+        )
     return sa.false()
 
 

@@ -126,13 +126,13 @@ def test_rewritten_leaf_and_nodes_still_break_the_signed_root(sealed: Session) -
 
     sealed.execute(sa.update(AuditLeaf).where(AuditLeaf.seq == 2)
                    .values(leaf_hash=leaf_hash(canonical_json(body))))
-    check(sealed, 2, "seq 2: stored node (1, 1) does not match the leaves")
+    check(sealed, 2, "seqs 2..3: stored node (1, 1) does not match the leaves")
 
 
 def test_edited_node(sealed: Session) -> None:
     sealed.execute(sa.update(AuditNode).where(AuditNode.level == 2, AuditNode.node_index == 3)
                    .values(hash=bytes(32)))
-    check(sealed, 12, "seq 12: stored node (2, 3) does not match the leaves")
+    check(sealed, 12, "seqs 12..15: stored node (2, 3) does not match the leaves")
 
 
 def test_truncated_tail(sealed: Session) -> None:
@@ -146,7 +146,7 @@ def test_forged_checkpoint(sealed: Session) -> None:
     forged = sign_checkpoint(OTHER_KEY, KEY_NAME, ORIGIN, SIZE, row.root_hash, row.timestamp)
     sealed.execute(sa.update(AuditCheckpoint).where(AuditCheckpoint.tree_size == SIZE)
                    .values(note=forged.note, key_id=forged.key_id.hex()))
-    check(sealed, SIZE - 1, f"checkpoint at size {SIZE}: wrong key id")
+    check(sealed, None, f"checkpoint at size {SIZE}: wrong key id")
 
 
 def test_edited_checkpoint_root(sealed: Session) -> None:
@@ -155,9 +155,37 @@ def test_edited_checkpoint_root(sealed: Session) -> None:
     lines[2] = "A" + lines[2][1:] if lines[2][0] != "A" else "B" + lines[2][1:]
     sealed.execute(sa.update(AuditCheckpoint).where(AuditCheckpoint.tree_size == 13)
                    .values(note="\n".join(lines), root_hash=bytes(32)))
-    check(sealed, 12, "checkpoint at size 13: signature by key")
+    check(sealed, None, "checkpoint at size 13: signature by key")
 
 
 def test_event_skipped_by_the_sealer(sealed: Session) -> None:
     sealed.execute(sa.insert(AuditEventRow).values(id=-5, **event_row(make_event(77))))
     check(sealed, None, "event row -5 is below the seal cursor but was never sealed")
+
+
+def test_everything_rewritten_but_the_signature(sealed: Session) -> None:
+    """Body, leaf and every node rewritten consistently: only the signed root notices,
+    and the last good checkpoint bounds where."""
+    from audit.events import leaf_hash
+    from audit.merkle import MappingNodeStore, append_leaves
+
+    body = body_of(sealed, 15)
+    body["agency"] = "NACRO"
+    set_body(sealed, 15, body)
+    sealed.execute(sa.update(AuditLeaf).where(AuditLeaf.seq == 15)
+                   .values(leaf_hash=leaf_hash(canonical_json(body))))
+    hashes = sealed.execute(sa.select(AuditLeaf.leaf_hash).order_by(AuditLeaf.seq)).scalars()
+    store = MappingNodeStore()
+    for level, index, value in append_leaves(0, list(hashes), store):
+        if level:
+            sealed.execute(sa.update(AuditNode).values(hash=value).where(
+                AuditNode.level == level, AuditNode.node_index == index))
+    check(sealed, 13, f"root at size {SIZE} does not match checkpoint: leaves and nodes "
+                      f"were rewritten consistently somewhere in seqs 13..{SIZE - 1}")
+
+
+def test_non_canonical_body(sealed: Session) -> None:
+    row_id = row_id_of(sealed, 8)
+    sealed.execute(sa.update(AuditEventRow).where(AuditEventRow.id == row_id)
+                   .values(body=json.dumps(body_of(sealed, 8))))  # same data, other bytes
+    check(sealed, 8, "seq 8: stored body is not a canonical event")

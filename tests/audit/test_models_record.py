@@ -113,9 +113,11 @@ def test_postgres_refuses_update_and_delete(audit_session: Session) -> None:
         sa.text("TRUNCATE audit_leaves CASCADE"),
     ]
     for statement in attempts:
-        with pytest.raises(sa.exc.DBAPIError, match="append-only"):  # noqa: PT012
-            with audit_session.begin_nested():
-                audit_session.execute(statement, execution_options={"synchronize_session": False})
+        with (
+            pytest.raises(sa.exc.DBAPIError, match="append-only"),
+            audit_session.begin_nested(),
+        ):
+            audit_session.execute(statement, execution_options={"synchronize_session": False})
     # The sealer's bookkeeping stays mutable.
     with audit_session.begin_nested():
         audit_session.execute(sa.update(AuditSealState).values(event_cursor=3))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from datetime import timedelta
 
@@ -121,7 +122,7 @@ def test_checkpoint_policy(audit_session: Session) -> None:
     assert stamps == sorted(set(stamps))
     # Each checkpoint is consistent with the one before it.
     notes = [query.checkpoint_at(audit_session, size) for size, _ in checkpoints]
-    for old, new in zip(notes, notes[1:], strict=False):
+    for old, new in itertools.pairwise(notes):
         proof = query.consistency_proof(audit_session, old.tree_size, new.tree_size)
         assert verify_consistency(old.tree_size, new.tree_size, old.root_hash,
                                   new.root_hash, proof)

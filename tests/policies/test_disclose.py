@@ -140,7 +140,7 @@ def test_pseudonymised_referral_drops_free_text_and_replaces_the_subject() -> No
         "history": [{"status": "sent", "at": "2025-05-01", "note": "spoke to Ann", "by": "PC 1"}],
         "status": "sent",
         "reasons": ["accommodation"],
-        "consent": {"given": True, "recorded_at": "2025-05-01", "witness": "PC Smith"},
+        "consent": {"status": "given", "recorded_at": "2025-05-01", "recorded_by": "PC Smith"},
         "urgency": "high",
     }
     assert disclose(referral, decision, pseudonym="psn1_x", today=TODAY) == {
@@ -149,7 +149,7 @@ def test_pseudonymised_referral_drops_free_text_and_replaces_the_subject() -> No
         "history": [{"status": "sent", "at": "2025-05-01"}],
         "status": "sent",
         "reasons": ["accommodation"],
-        "consent": {"given": True, "recorded_at": "2025-05-01"},
+        "consent": {"status": "given", "recorded_at": "2025-05-01"},
     }
 
 

@@ -1,0 +1,86 @@
+"""The partner change feed: poll with the cursor you were given; never miss, never repeat.
+
+One table serves every feed (see `services.changes`); this view shows the caller's entries,
+each rendered as the caller's agreements allow at the time of reading.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import g
+
+from gateway import extensions
+from gateway.access import note_access, require_scope
+from gateway.api.base import ApiBlueprint
+from gateway.models import Agency, Outcome, Referral
+from gateway.pagination import decode_cursor, encode_cursor
+from gateway.services.changes import changes_for
+from gateway.services.pseudonymisation import keyring
+from gateway.services.referral_disclosure import decide_on_referral, outcome_view, referral_view
+from gateway.services.referrals import mark_overdue
+from schemas.referrals import ChangePageSchema, ChangesQuery
+
+blp = ApiBlueprint(
+    "changes", __name__, url_prefix="/api/v1/changes", description="Partner change feed"
+)
+
+REFERRAL_KINDS = (
+    "referral.received",
+    "referral.status_changed",
+    "referral.consent_recorded",
+    "referral.overdue",
+    "outcome.added",
+)
+
+
+@blp.route("", methods=["GET"])
+@blp.arguments(ChangesQuery, location="query")
+@blp.response(200, ChangePageSchema)
+def list_changes(query: dict) -> dict:
+    """Referrals received, status changes and outcomes for your agency, in commit order."""
+    caller = require_scope("referrals:read")
+    return render_feed(caller.agency_id, query, REFERRAL_KINDS)
+
+
+def render_feed(agency_id: int, query: dict, kinds: tuple[str, ...]) -> dict:
+    note_access(action="list", resource_type="change")
+    session = extensions.database().session
+    now = datetime.now(UTC)
+    mark_overdue(session, agency_id, now)
+    position = decode_cursor(query.get("since"), "p")
+    after = int(position["p"]) if position else 0
+    agency = session.get(Agency, agency_id)
+    policy, ring = extensions.agreements().current(), keyring(extensions.keys())
+    items, subjects = [], set()
+    for change in changes_for(session, agency_id, after, query["limit"], kinds):
+        item = {
+            "cursor": encode_cursor({"p": change.position}),
+            "kind": change.kind,
+            "occurred_at": change.occurred_at,
+            "detail": change.detail,
+            "referral": None,
+            "outcome": None,
+        }
+        referral = session.get(Referral, change.referral_id) if change.referral_id else None
+        decision = (
+            decide_on_referral(policy, agency, "read", g.purpose, referral, now)
+            if referral
+            else None
+        )
+        if referral is not None and decision is not None and decision.permitted:
+            item["referral"] = referral_view(
+                session, policy, ring, agency, g.purpose, referral, decision, now
+            )
+            subjects.add(referral.subject_id)
+            if change.outcome_id:
+                outcome_decision = decide_on_referral(
+                    policy, agency, "read", g.purpose, referral, now, resource="outcome"
+                )
+                if outcome_decision is not None and outcome_decision.permitted:
+                    outcome = session.get(Outcome, change.outcome_id)
+                    item["outcome"] = outcome_view(outcome, referral, outcome_decision, now)
+        items.append(item)
+        after = change.position
+    note_access(decision="permit", reason="ok", subject_ids=subjects, details={"after": after})
+    return {"items": items, "next_cursor": encode_cursor({"p": after})}

@@ -1,0 +1,451 @@
+"""Referrals and outcomes: the exchange between police, probation, YOTs and providers.
+
+Each view is the request path: caller -> resolve -> decide -> act -> disclose -> note.
+A referral the caller may not see is answered exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Response, g, request
+from sqlalchemy.exc import IntegrityError
+
+from gateway import extensions
+from gateway.access import note_access, require_scope
+from gateway.api.base import ApiBlueprint
+from gateway.models import Agency, IdempotentRequest, Referral
+from gateway.oauth import Caller
+from gateway.pagination import decode_cursor, encode_cursor
+from gateway.problems import Problem
+from gateway.services import referrals as lifecycle
+from gateway.services.decisions import decide_on_subject
+from gateway.services.pseudonymisation import keyring, resolve_pseudonym
+from gateway.services.referral_disclosure import decide_on_referral, outcome_view, referral_view
+from gateway.services.referrals import ReferralError, etag, referral_context
+from gateway.services.subjects import load_subjects
+from policies.engine import decide
+from schemas.referrals import (
+    ConsentSchema,
+    OutcomeCreateSchema,
+    OutcomeListSchema,
+    OutcomeSchema,
+    ReferralCreateSchema,
+    ReferralListQuery,
+    ReferralPageSchema,
+    ReferralSchema,
+    TransitionSchema,
+)
+
+blp = ApiBlueprint(
+    "referrals", __name__, url_prefix="/api/v1/referrals", description="Referrals and outcomes"
+)
+
+NOT_FOUND = "No such referral."
+ETAG_HEADERS = {"ETag": {"schema": {"type": "string"}, "description": "Pass back in If-Match"}}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _agency(caller: Caller) -> Agency:
+    return extensions.database().session.get(Agency, caller.agency_id)
+
+
+def _policy():  # type: ignore[no-untyped-def]
+    return extensions.agreements().current()
+
+
+def _load(referral_id: str) -> Referral | None:
+    if len(referral_id) != 36:
+        return None
+    return extensions.database().session.get(Referral, referral_id)
+
+
+def _visible(caller: Caller, referral_id: str, action: str):  # type: ignore[no-untyped-def]
+    """(referral, decision) for a referral the caller may `action`, else a 404 like no referral."""
+    referral = _load(referral_id)
+    decision = None
+    if referral is not None:
+        note_access(subject_ids=[referral.subject_id], details={"referral": referral.id})
+        decision = decide_on_referral(
+            _policy(), _agency(caller), action, g.purpose, referral, _now()
+        )
+    if decision is None or not decision.permitted:
+        reason = (
+            "no_such_referral"
+            if referral is None
+            else (decision.reasons[0].code if decision and decision.reasons else "not_a_party")
+        )
+        note_access(decision="deny", reason=reason)
+        raise Problem(404, detail=NOT_FOUND)
+    return referral, decision
+
+
+def _respond(caller: Caller, referral: Referral, decision, status: int = 200):  # type: ignore[no-untyped-def]
+    now = _now()
+    record = referral_view(
+        extensions.database().session,
+        _policy(),
+        keyring(extensions.keys()),
+        _agency(caller),
+        g.purpose,
+        referral,
+        decision,
+        now,
+    )
+    note_access(
+        decision="permit",
+        reason="ok",
+        level=decision.level,
+        fields=decision.fields,
+        agreement=",".join(sorted({a for a, _ in decision.basis})),
+        grant=",".join(sorted(gr for _, gr in decision.basis)),
+    )
+    return record, status, {"ETag": etag(referral)}
+
+
+def _lifecycle_problem(error: ReferralError) -> Problem:
+    note_access(decision="deny", reason=type(error).__name__)
+    return Problem(error.status, detail=error.detail, **error.members)
+
+
+@blp.route("", methods=["POST"])
+@blp.arguments(ReferralCreateSchema)
+@blp.response(201, ReferralSchema, headers=ETAG_HEADERS)
+def create_referral(body: dict) -> Any:
+    """Refer a person to another agency.
+
+    Send `Idempotency-Key`: a retry never makes a second referral."""
+    caller = require_scope("referrals:write")
+    note_access(action="create", resource_type="referral")
+    key = request.headers.get("Idempotency-Key")
+    fingerprint = hashlib.sha256(
+        json.dumps({"purpose": g.purpose, "body": request.get_json()}, sort_keys=True).encode()
+    ).hexdigest()
+    if key is not None:
+        replay = _claim_idempotency_key(caller, key, fingerprint)
+        if replay is not None:
+            return replay
+
+    session = extensions.database().session
+    now = _now()
+    subject = _resolve_subject(caller, body["subject_ref"], now)
+    recipient = session.scalar(sa.select(Agency).where(Agency.code == body["to_agency"]))
+    if recipient is None or recipient.suspended_at is not None or recipient.id == caller.agency_id:
+        raise Problem(
+            422,
+            detail="to_agency is not an agency you can refer to.",
+            errors={"json": {"to_agency": ["unknown or unavailable agency"]}},
+        )
+    probe = Referral(
+        to_agency=recipient, status="submitted", consent=body["consent"], subject_id=subject.id
+    )
+    context = referral_context(probe, subject, now.date())
+    referrer = decide(
+        _policy(),
+        agency=caller.agency_code,
+        agency_kind=caller.agency_kind,
+        action="create",
+        resource="referral",
+        purpose=g.purpose,
+        record=context,
+        now=now,
+    )
+    receiver = decide(
+        _policy(),
+        agency=recipient.code,
+        agency_kind=recipient.kind,
+        action="read",
+        resource="referral",
+        purpose=g.purpose,
+        record=context,
+        now=now,
+    )
+    shared = {a for a, _ in referrer.basis} & {a for a, _ in receiver.basis}
+    if not (referrer.permitted and receiver.permitted and shared):
+        note_access(decision="deny", reason="no_referral_agreement", subject_ids=[subject.id])
+        raise Problem(
+            403,
+            "no-referral-agreement",
+            detail="No agreement lets you refer this person to that agency for this purpose.",
+        )
+    referral = lifecycle.create_referral(
+        session,
+        from_agency=_agency(caller),
+        to_agency=recipient,
+        subject=subject,
+        purpose=g.purpose,
+        request=body,
+        on_behalf_of=request.headers.get("X-On-Behalf-Of"),
+        now=now,
+    )
+    note_access(
+        subject_ids=[subject.id], details={"referral": referral.id, "to_agency": recipient.code}
+    )
+    decision = decide_on_referral(_policy(), _agency(caller), "read", g.purpose, referral, now)
+    record, status, headers = _respond(caller, referral, decision, 201)
+    headers["Location"] = f"/api/v1/referrals/{referral.id}"
+    if key is not None:
+        stored = session.get(IdempotentRequest, (caller.agency_id, key))
+        stored.status, stored.headers = status, headers
+        stored.body = json.loads(json.dumps(ReferralSchema().dump(record)))
+    return record, status, headers
+
+
+def _claim_idempotency_key(caller: Caller, key: str, fingerprint: str):  # type: ignore[no-untyped-def]
+    """Replay the stored response for a retried key; claim the key for a new request."""
+    if not 1 <= len(key) <= 128 or not key.isprintable():
+        raise Problem(
+            400, "bad-idempotency-key", detail="Idempotency-Key must be 1-128 printable characters."
+        )
+    session = extensions.database().session
+    stored = session.get(IdempotentRequest, (caller.agency_id, key))
+    if stored is None:
+        try:
+            with session.begin_nested():
+                session.add(
+                    IdempotentRequest(
+                        agency_id=caller.agency_id,
+                        key=key,
+                        fingerprint=fingerprint,
+                        status=0,
+                        body={},
+                        headers={},
+                    )
+                )
+            return None
+        except IntegrityError:  # a concurrent request with the same key got there first
+            stored = session.get(IdempotentRequest, (caller.agency_id, key), populate_existing=True)
+    if stored is None or stored.status == 0:
+        raise Problem(
+            409,
+            "idempotency-in-progress",
+            detail="A request with this key is in progress; retry.",
+            headers={"Retry-After": "1"},
+        )
+    if stored.fingerprint != fingerprint:
+        note_access(decision="deny", reason="idempotency_key_reused")
+        raise Problem(
+            422,
+            "idempotency-key-reused",
+            detail="This Idempotency-Key was used with a different request.",
+        )
+    note_access(
+        decision="permit", reason="idempotent_replay", details={"referral": stored.body.get("ref")}
+    )
+    # Already serialised when first sent: replay it as it was, without dumping it again.
+    return Response(
+        json.dumps(stored.body), stored.status, stored.headers, mimetype="application/json"
+    )
+
+
+def _resolve_subject(caller: Caller, ref: str, now: datetime):  # type: ignore[no-untyped-def]
+    """The subject the caller means, if it may see that person under any of its agreements.
+
+    A referrer refers people it knows from its own work (for the police, under the IOM
+    agreement), so visibility under any purpose is enough here; the referral decision that
+    follows is made under the declared purpose."""
+    session = extensions.database().session
+    subject_id = ref
+    if ref.startswith("psn"):
+        grace = timedelta(days=extensions.config().pseudonym_grace_days)
+        resolved = resolve_pseudonym(session, ref, caller.agency_code, grace, now)
+        subject_id = resolved[0] if resolved else ""
+    subject = (
+        load_subjects(session, [subject_id]).get(subject_id) if len(subject_id) == 36 else None
+    )
+    if subject is not None:
+        note_access(subject_ids=[subject.id])
+        for purpose in sorted(_policy().purposes):
+            decision = decide_on_subject(
+                _policy(), caller.agency_code, caller.agency_kind, "read", purpose, subject, now
+            )
+            if decision.permitted and bool(decision.pseudonym_agreement) == ref.startswith("psn"):
+                return subject
+    note_access(decision="deny", reason="subject_not_visible")
+    raise Problem(404, detail="No such subject.")
+
+
+@blp.route("", methods=["GET"])
+@blp.arguments(ReferralListQuery, location="query")
+@blp.response(200, ReferralPageSchema)
+def list_referrals(query: dict) -> dict:
+    """Referrals you made (outbound) or received (inbound), newest changes last."""
+    caller = require_scope("referrals:read")
+    note_access(
+        action="list",
+        resource_type="referral",
+        details={k: str(v) for k, v in query.items() if k != "cursor"},
+    )
+    session = extensions.database().session
+    mine = {
+        "inbound": [Referral.to_agency_id == caller.agency_id],
+        "outbound": [Referral.from_agency_id == caller.agency_id],
+    }
+    direction = query.get("direction")
+    scope = mine[direction] if direction else [sa.or_(*mine["inbound"], *mine["outbound"])]
+    statement = sa.select(Referral).where(*scope, Referral.purpose == g.purpose)
+    if "status" in query:
+        statement = statement.where(Referral.status == query["status"])
+    if "updated_since" in query:
+        statement = statement.where(Referral.updated_at >= query["updated_since"])
+    after = decode_cursor(query.get("cursor"), "after")
+    if after:
+        statement = statement.where(Referral.id > str(after["after"]))
+    rows = session.scalars(statement.order_by(Referral.id).limit(query["limit"] + 1)).all()
+    page, more = rows[: query["limit"]], len(rows) > query["limit"]
+    now, agency = _now(), _agency(caller)
+    items, subjects, fields = [], set(), set()
+    for referral in page:
+        decision = decide_on_referral(_policy(), agency, "list", g.purpose, referral, now)
+        if decision is not None and decision.permitted:
+            items.append(
+                referral_view(
+                    session,
+                    _policy(),
+                    keyring(extensions.keys()),
+                    agency,
+                    g.purpose,
+                    referral,
+                    decision,
+                    now,
+                )
+            )
+            subjects.add(referral.subject_id)
+            fields |= set(decision.fields)
+    note_access(decision="permit", reason="ok", subject_ids=subjects, fields=fields)
+    return {"items": items, "next_cursor": encode_cursor({"after": page[-1].id}) if more else None}
+
+
+@blp.route("/<string:referral_id>", methods=["GET"])
+@blp.response(200, ReferralSchema, headers=ETAG_HEADERS)
+def get_referral(referral_id: str) -> Any:
+    """The referral's current status and full history of transitions."""
+    caller = require_scope("referrals:read")
+    note_access(action="read", resource_type="referral")
+    referral, decision = _visible(caller, referral_id, "read")
+    return _respond(caller, referral, decision)
+
+
+def _seen_version(referral: Referral) -> int:
+    supplied = request.headers.get("If-Match")
+    if supplied is None:
+        note_access(decision="deny", reason="if_match_required")
+        raise Problem(428, detail="Send If-Match with the referral's ETag.")
+    if supplied.strip() != etag(referral):
+        note_access(decision="deny", reason="stale_etag")
+        raise Problem(412, detail="The referral has changed since you read it; fetch it again.")
+    return referral.version
+
+
+@blp.route("/<string:referral_id>/consent", methods=["POST"])
+@blp.arguments(ConsentSchema)
+@blp.response(200, ReferralSchema, headers=ETAG_HEADERS)
+def record_consent(consent: dict, referral_id: str) -> Any:
+    """Record the person's consent, or the lawful basis that makes consent unnecessary."""
+    caller = require_scope("referrals:write")
+    note_access(action="update", resource_type="referral", details={"step": "consent"})
+    referral, _ = _visible(caller, referral_id, "update")
+    try:
+        referral = lifecycle.record_consent(
+            extensions.database().session,
+            referral,
+            consent,
+            agency=_agency(caller),
+            seen_version=_seen_version(referral),
+            now=_now(),
+        )
+    except ReferralError as error:
+        raise _lifecycle_problem(error) from None
+    return _respond(
+        caller,
+        referral,
+        decide_on_referral(_policy(), _agency(caller), "read", g.purpose, referral, _now()),
+    )
+
+
+@blp.route("/<string:referral_id>/<string:transition>", methods=["POST"])
+@blp.arguments(TransitionSchema)
+@blp.response(200, ReferralSchema, headers=ETAG_HEADERS)
+def transition_referral(body: dict, referral_id: str, transition: str) -> Any:
+    """accept, decline (with a reason), engage, complete, disengage; withdraw (referrer only).
+
+    Requires If-Match; an invalid step is 409 with the allowed next steps, a stale ETag 412."""
+    caller = require_scope("referrals:write")
+    note_access(action="update", resource_type="referral", details={"step": transition[:20]})
+    referral, _ = _visible(caller, referral_id, "update")
+    if transition not in lifecycle.TRANSITIONS:
+        note_access(decision="deny", reason="unknown_transition")
+        raise Problem(
+            404,
+            detail=f"Referrals have no step {transition[:20]!r}.",
+            allowed=lifecycle.allowed_transitions(referral.status),
+        )
+    try:
+        referral = lifecycle.apply_transition(
+            extensions.database().session,
+            referral,
+            transition,
+            agency=_agency(caller),
+            seen_version=_seen_version(referral),
+            reason=body.get("reason"),
+            on_behalf_of=request.headers.get("X-On-Behalf-Of"),
+            now=_now(),
+        )
+    except ReferralError as error:
+        raise _lifecycle_problem(error) from None
+    return _respond(
+        caller,
+        referral,
+        decide_on_referral(_policy(), _agency(caller), "read", g.purpose, referral, _now()),
+    )
+
+
+@blp.route("/<string:referral_id>/outcomes", methods=["POST"])
+@blp.arguments(OutcomeCreateSchema)
+@blp.response(201, OutcomeSchema)
+def add_outcome(body: dict, referral_id: str) -> Any:
+    """Report engagement, completion or a further offence, with its date."""
+    caller = require_scope("referrals:write")
+    note_access(action="create", resource_type="outcome")
+    referral, _ = _visible(caller, referral_id, "read")
+    decision = decide_on_referral(
+        _policy(), _agency(caller), "create", g.purpose, referral, _now(), resource="outcome"
+    )
+    if decision is None or not decision.permitted:
+        note_access(decision="deny", reason="outcome_not_granted")
+        raise Problem(
+            403, detail="Your agreements do not let you report outcomes on this referral."
+        )
+    try:
+        outcome = lifecycle.add_outcome(
+            extensions.database().session, referral, body, agency=_agency(caller), now=_now()
+        )
+    except ReferralError as error:
+        raise _lifecycle_problem(error) from None
+    note_access(
+        decision="permit", reason="ok", details={"referral": referral.id, "outcome": body["type"]}
+    )
+    return outcome_view(outcome, referral, decision, _now()), 201
+
+
+@blp.route("/<string:referral_id>/outcomes", methods=["GET"])
+@blp.response(200, OutcomeListSchema)
+def list_outcomes(referral_id: str) -> dict:
+    caller = require_scope("referrals:read")
+    note_access(action="list", resource_type="outcome")
+    referral, _ = _visible(caller, referral_id, "read")
+    decision = decide_on_referral(
+        _policy(), _agency(caller), "list", g.purpose, referral, _now(), resource="outcome"
+    )
+    if decision is None or not decision.permitted:
+        note_access(decision="deny", reason="outcomes_not_granted")
+        raise Problem(404, detail="No outcomes you may see.")
+    note_access(decision="permit", reason="ok", fields=decision.fields)
+    return {"items": [outcome_view(o, referral, decision, _now()) for o in referral.outcomes]}

@@ -1,0 +1,139 @@
+"""Rate limiting (Flask-Limiter): per API client, and stricter per address at the token endpoint.
+
+    GATEWAY_RATE_LIMIT          every request, keyed by the authenticated client id (remote
+                                address where there is no client)     default "600 per minute"
+    GATEWAY_TOKEN_RATE_LIMIT    /oauth/token and /oauth/revoke, keyed by the remote address:
+                                they check client secrets (scrypt), so they are the costly and
+                                the guessable ones                    default "30 per minute"
+    GATEWAY_RATE_LIMIT_STORAGE  "memory://" (per worker) or "redis://host:6379[/db]" (shared by
+                                every worker and host)                 default "memory://"
+    GATEWAY_RATE_LIMIT_PREFIX   key prefix in the storage              default "iomgw"
+
+A limit is any Flask-Limiter string, several separated by ";" ("10 per second; 600 per
+minute"); "off" disables that limit. The limits are read from `app.config` on every request,
+so they can be changed at run time.
+
+Where this sits in the request path matters twice over. The check runs after
+`access.begin_request`, so the key is the client the token proves (a forged or copied
+`client_id` claim cannot spend someone else's allowance), and a refused request is a problem
+like any other: `access.finish_request` audits the 429, the token endpoint's 429 as a refused
+token request. `init_rate_limits` must therefore be called after
+`app.before_request(access.begin_request)`. Consequence: API requests refused at
+authentication (401) are not counted, since they never reach the check.
+
+If Redis becomes unreachable the limits are enforced per worker in memory until it is back,
+rather than failing every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+
+from flask import Flask, Response, current_app, g, request
+from flask_limiter import Limit, Limiter, RateLimitExceeded
+from limits import parse_many
+
+from gateway import access
+from gateway.problems import Problem, problem_response
+
+log = logging.getLogger("gateway.limits")
+
+DEFAULT_LIMIT = "600 per minute"
+DEFAULT_TOKEN_LIMIT = "30 per minute"
+DEFAULT_STORAGE = "memory://"
+TOKEN_PATHS = ("/oauth/token", "/oauth/revoke")
+EXEMPT_PATHS = ("/healthz", "/readyz")  # load balancers probe these
+CONFIG_LIMIT = "GATEWAY_RATE_LIMIT"
+CONFIG_TOKEN_LIMIT = "GATEWAY_TOKEN_RATE_LIMIT"
+EXTENSION = "gateway.limiter"
+
+
+def init_rate_limits(app: Flask) -> Limiter:
+    """Attach the limiter; call it right after `app.before_request(access.begin_request)`."""
+    if access.begin_request not in app.before_request_funcs.get(None, []):
+        raise RuntimeError("init_rate_limits must come after access.begin_request is registered")
+    app.config.setdefault(CONFIG_LIMIT, os.environ.get(CONFIG_LIMIT, DEFAULT_LIMIT))
+    app.config.setdefault(
+        CONFIG_TOKEN_LIMIT, os.environ.get(CONFIG_TOKEN_LIMIT, DEFAULT_TOKEN_LIMIT)
+    )
+    for name in (CONFIG_LIMIT, CONFIG_TOKEN_LIMIT):
+        _parse(name, app.config[name])  # a typo fails at start-up, not on the first request
+    storage = os.environ.get("GATEWAY_RATE_LIMIT_STORAGE", DEFAULT_STORAGE)
+    options = {"socket_connect_timeout": 1, "socket_timeout": 1} if "redis" in storage else {}
+    limiter = Limiter(
+        _caller_key,
+        default_limits=[
+            Limit(
+                lambda: _limit_string(CONFIG_LIMIT),
+                scope="caller",
+                shared=True,
+                exempt_when=lambda: request.path in EXEMPT_PATHS,
+            ),
+            Limit(
+                lambda: _limit_string(CONFIG_TOKEN_LIMIT),
+                key_function=_address_key,
+                scope="token-endpoint",
+                shared=True,
+                exempt_when=lambda: request.path not in TOKEN_PATHS,
+            ),
+        ],
+        storage_uri=storage,
+        storage_options=options,
+        strategy="sliding-window-counter",
+        key_prefix=os.environ.get("GATEWAY_RATE_LIMIT_PREFIX", "iomgw"),
+        in_memory_fallback_enabled=True,
+        # Unrouted paths (404/405) count too: probing for routes is traffic like any other.
+        request_identifier=lambda: request.endpoint or "unrouted",
+    )
+    limiter.init_app(app)
+    app.register_error_handler(RateLimitExceeded, _too_many_requests)
+    app.extensions[EXTENSION] = limiter
+    return limiter
+
+
+def _parse(name: str, value: str) -> None:
+    if value.strip().lower() in ("", "off"):
+        log.warning("rate limit %s is off", name)
+        return
+    try:
+        parse_many(value)
+    except ValueError as error:
+        raise ValueError(f"{name}={value!r} is not a rate limit: {error}") from None
+
+
+def _limit_string(name: str) -> str:
+    value = str(current_app.config.get(name) or "")
+    return "" if value.strip().lower() == "off" else value
+
+
+def _caller_key() -> str:
+    caller = g.get("caller")
+    return f"client:{caller.client_id}" if caller is not None else _address_key()
+
+
+def _address_key() -> str:
+    # The socket peer. Behind a proxy, configure werkzeug's ProxyFix with the exact number of
+    # trusted hops, or every client shares the proxy's address.
+    return f"addr:{request.remote_addr or 'unknown'}"
+
+
+def _too_many_requests(error: RateLimitExceeded) -> Response:
+    limiter: Limiter = current_app.extensions[EXTENSION]
+    current = limiter.current_limit
+    reset_at = current.reset_at if current is not None else time.time() + 60
+    retry_after = max(1, math.ceil(reset_at - time.time()))
+    response = problem_response(
+        Problem(
+            429,
+            detail=f"Rate limit exceeded ({error.limit.limit}); retry after {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+    )
+    if request.path in TOKEN_PATHS and hasattr(g, "note"):
+        # Audited like the endpoint's own refusals (the view, which notes them, did not run).
+        access.note_token_request(response, revocation=request.path == "/oauth/revoke")
+        g.note.reason = "too-many-requests"
+    return response

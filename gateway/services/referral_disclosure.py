@@ -1,0 +1,103 @@
+"""What one agency may see of a referral and its outcomes: the policy engine applied to the
+exchange, the subject embedded as far as the subject grants allow, and retention honoured."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from gateway.models import Agency, Outcome, Referral
+from gateway.services.decisions import decide_on_subject, disclose_subjects
+from gateway.services.pseudonymisation import pseudonyms_for
+from gateway.services.referrals import (
+    TRANSITIONS,
+    allowed_transitions,
+    outcome_record,
+    referral_context,
+    referral_record,
+)
+from gateway.services.subjects import OPEN_REFERRAL, load_subjects, retention_end
+from policies.disclose import disclose
+from policies.engine import Decision, PolicySet, decide
+from policies.pseudonyms import Keyring
+
+
+def decide_on_referral(
+    policy: PolicySet,
+    agency: Agency,
+    action: str,
+    purpose: str,
+    referral: Referral,
+    now: datetime,
+    resource: str = "referral",
+) -> Decision | None:
+    """The decision for a party to the referral; None for anyone else or after retention."""
+    if agency.id not in (referral.from_agency_id, referral.to_agency_id):
+        return None
+    subject = load_subjects(Session.object_session(referral), [referral.subject_id])[
+        referral.subject_id
+    ]
+    decision = decide(
+        policy,
+        agency=agency.code,
+        agency_kind=agency.kind,
+        action=action,
+        resource=resource,
+        purpose=purpose,
+        record=referral_context(referral, subject, now.date()),
+        now=now,
+    )
+    if not decision.permitted:
+        return decision
+    closed_for_recipient = (
+        agency.id == referral.to_agency_id and referral.status not in OPEN_REFERRAL
+    )
+    if (
+        closed_for_recipient
+        and referral.closed_at is not None
+        and now.date() > retention_end(policy, referral.purpose, referral.closed_at.date())
+    ):
+        return None
+    return decision
+
+
+def referral_view(
+    session: Session,
+    policy: PolicySet,
+    ring: Keyring,
+    agency: Agency,
+    purpose: str,
+    referral: Referral,
+    decision: Decision,
+    now: datetime,
+) -> dict:
+    subject = load_subjects(session, [referral.subject_id])[referral.subject_id]
+    pseudonym = None
+    if decision.pseudonym_agreement:
+        pseudonym = pseudonyms_for(
+            session, ring, decision.pseudonym_agreement, agency.code, [subject.id]
+        )[subject.id]
+    record = disclose(
+        referral_record(referral, now), decision, pseudonym=pseudonym, today=now.date()
+    )
+    subject_decision = decide_on_subject(
+        policy, agency.code, agency.kind, "read", purpose, subject, now
+    )
+    if subject_decision.permitted:
+        [record["subject"]] = disclose_subjects(
+            session, ring, agency.code, [(subject, subject_decision)], now
+        )
+    party = "recipient" if agency.id == referral.to_agency_id else "referrer"
+    record["allowed_transitions"] = [
+        t for t in allowed_transitions(referral.status) if TRANSITIONS[t][2] == party
+    ]
+    record["disclosure"] = {
+        "level": decision.level,
+        "basis": [f"{agreement}#{grant}" for agreement, grant in decision.basis],
+    }
+    return record
+
+
+def outcome_view(outcome: Outcome, referral: Referral, decision: Decision, now: datetime) -> dict:
+    return disclose(outcome_record(outcome, referral), decision, pseudonym=None, today=now.date())

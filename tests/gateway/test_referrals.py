@@ -1,0 +1,323 @@
+"""Referrals and outcomes through HTTP: the whole story, and every way to get it wrong."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from gateway.models import CohortMembership, Referral, Subject, VictimLink
+
+PRE_CJ = "pre-cj-referral"
+DV = "dv-perpetrator-programme"
+NOBODY = "00000000-0000-4000-8000-000000000000"
+
+
+def body(subject_ref: str, **changes) -> dict:
+    base = {
+        "subject_ref": subject_ref, "to_agency": "VSP-MENTOR", "service": "peer_mentoring",
+        "pathways": ["ete", "attitudes"], "reasons": ["prolific_offending", "peer_influence"],
+        "summary": "Keen to engage; staying with an aunt; avoid Tuesday mornings.",
+        "urgency": "routine", "share_risk": ["reoffending", "serious_harm"],
+        "consent": {"status": "pending"},
+    }
+    return {**base, **changes}
+
+
+@pytest.fixture
+def subject_id(db) -> str:
+    """A person the police know under the IOM agreement (a PPO cohort member)."""
+    return db.scalar(
+        sa.select(CohortMembership.subject_id)
+        .where(CohortMembership.cohort == "PPO", CohortMembership.end_date.is_(None)).limit(1)
+    )
+
+
+@pytest.fixture
+def refer(api, subject_id):
+    def make(purpose=PRE_CJ, key=None, **changes):
+        headers = {"Idempotency-Key": key} if key else {}
+        return api("WMP", "post", "/api/v1/referrals", purpose=purpose,
+                   json=body(changes.pop("subject_ref", subject_id), **changes), headers=headers)
+
+    return make
+
+
+def step(api, agency, referral, transition, purpose=PRE_CJ, etag=None, **payload):
+    etag = etag or api(agency, "get", f"/api/v1/referrals/{referral}", purpose=purpose).headers.get(
+        "ETag", '"none"')
+    return api(agency, "post", f"/api/v1/referrals/{referral}/{transition}", purpose=purpose,
+               json=payload, headers={"If-Match": etag})
+
+
+def without_request_id(response) -> dict:
+    return {k: v for k, v in response.get_json().items() if k != "request_id"}
+
+
+def test_the_whole_story(api, db, refer, subject_id):
+    created = refer()
+    assert created.status_code == 201, created.get_json()
+    referral = created.get_json()["ref"]
+    assert created.headers["Location"] == f"/api/v1/referrals/{referral}"
+    assert created.get_json()["status"] == "submitted"
+    assert created.get_json()["subject_ref"] == subject_id  # the referrer sees its own reference
+
+    # the charity first sees a pseudonymised referral: enough to decide
+    first = api("VSP-MENTOR", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ).get_json()
+    assert first["subject_ref"].startswith("psn") and first["subject_ref"] == first["subject"]["ref"]
+    assert "summary" not in first
+    assert {"age_band", "area", "needs", "risk"} <= set(first["subject"])
+    assert not {"given_name", "family_name", "phone", "postcode", "date_of_birth"} & set(first["subject"])
+    assert set(first["risk_shared"]) <= {"reoffending_band", "serious_harm_level"}
+    assert first["allowed_transitions"] == ["accept", "decline"]
+    raw = json.dumps(first)
+    person = db.get(Subject, subject_id)
+    assert json.dumps(person.family_name) not in raw and subject_id not in raw
+
+    accepted = step(api, "VSP-MENTOR", referral, "accept")
+    assert accepted.status_code == 200 and accepted.get_json()["status"] == "accepted"
+    assert "given_name" not in accepted.get_json()["subject"]  # accepted, but no consent yet
+
+    consent = api("VSP-MENTOR", "post", f"/api/v1/referrals/{referral}/consent", purpose=PRE_CJ,
+                  json={"status": "given", "method": "written", "recorded_by": "mentor 17"},
+                  headers={"If-Match": accepted.headers["ETag"]})
+    assert consent.status_code == 200, consent.get_json()
+    now_visible = consent.get_json()
+    assert now_visible["subject"]["given_name"] == person.given_name
+    assert now_visible["subject"]["phone"] == person.phone
+    assert now_visible["summary"].startswith("Keen to engage")
+    assert "identifiers" not in now_visible["subject"]  # contact, not identity numbers
+
+    engaged = step(api, "VSP-MENTOR", referral, "engage", etag=consent.headers["ETag"])
+    assert engaged.status_code == 200
+    today = datetime.now(UTC).date().isoformat()
+    for outcome in ("engagement_started", "intervention_completed"):
+        response = api("VSP-MENTOR", "post", f"/api/v1/referrals/{referral}/outcomes", purpose=PRE_CJ,
+                       json={"type": outcome, "occurred_on": today})
+        assert response.status_code == 201, response.get_json()
+    done = step(api, "VSP-MENTOR", referral, "complete")
+    assert done.get_json()["status"] == "completed"
+    assert [h["status"] for h in done.get_json()["history"]] == [
+        "submitted", "accepted", "engaged", "completed"]
+
+    # the police read the outcomes
+    outcomes = api("WMP", "get", f"/api/v1/referrals/{referral}/outcomes", purpose=PRE_CJ).get_json()
+    assert [o["type"] for o in outcomes["items"]] == ["engagement_started", "intervention_completed"]
+
+    # a third provider sees nothing: exactly like a referral that does not exist
+    hidden = api("VSP-HOUSING", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ)
+    missing = api("VSP-HOUSING", "get", f"/api/v1/referrals/{NOBODY}", purpose=PRE_CJ)
+    assert hidden.status_code == missing.status_code == 404
+    assert without_request_id(hidden) == without_request_id(missing)
+
+    # the auditor sees every step
+    accesses = api("IG-AUDIT", "get", f"/api/v1/audit/subjects/{subject_id}/accesses",
+                   purpose="ig-audit").get_json()["accesses"]
+    seen_by = {(a["agency"], a["purpose"]) for a in accesses}
+    assert {("WMP", PRE_CJ), ("VSP-MENTOR", PRE_CJ)} <= seen_by
+    assert ("VSP-HOUSING", PRE_CJ) not in seen_by
+    steps = api("IG-AUDIT", "get", f"/api/v1/audit/events?subject={subject_id}&agency=VSP-MENTOR&limit=200",
+                purpose="ig-audit").get_json()["items"]
+    routes = {e["event"]["route"] for e in steps}
+    assert "/api/v1/referrals/<string:referral_id>/<string:transition>" in routes
+    assert "/api/v1/referrals/<string:referral_id>/outcomes" in routes
+
+
+def test_perpetrator_programme_never_sees_victims(api, db):
+    perpetrator = db.scalar(
+        sa.select(VictimLink.subject_id).join(CohortMembership, CohortMembership.subject_id == VictimLink.subject_id)
+        .where(CohortMembership.cohort == "DA", CohortMembership.end_date.is_(None)).limit(1))
+    created = api("WMP", "post", "/api/v1/referrals", purpose=DV, json=body(
+        perpetrator, to_agency="VSP-DVPP", service="dv_perpetrator_programme", reasons=["domestic_abuse"],
+        consent={"status": "given", "method": "written"}))
+    assert created.status_code == 201, created.get_json()
+    referral = created.get_json()["ref"]
+    assert step(api, "VSP-DVPP", referral, "accept", purpose=DV).status_code == 200
+    seen = api("VSP-DVPP", "get", f"/api/v1/referrals/{referral}", purpose=DV)
+    assert seen.status_code == 200 and "given_name" in seen.get_json()["subject"]
+    text = seen.get_data(as_text=True)
+    victims = db.scalars(sa.select(VictimLink.victim_ref).where(VictimLink.subject_id == perpetrator)).all()
+    assert victims and "victim" not in text and not any(v in text for v in victims)
+
+
+def test_referral_refused_without_an_agreement(refer):
+    assert refer(to_agency="NPS").status_code == 403           # no referral grant to NPS
+    assert refer(to_agency="VSP-DVPP").status_code == 403      # not under the pre-CJ agreement
+    assert refer(purpose="iom-case-management").status_code == 403
+    assert refer(to_agency="NOBODY").status_code == 422
+    assert refer(subject_ref=NOBODY).status_code == 404
+
+
+def test_idempotent_retry_never_makes_a_second_referral(db, refer):
+    count = sa.select(sa.func.count()).select_from(Referral)
+    before = db.scalar(count)
+    first = refer(key="retry-7f3a")
+    again = refer(key="retry-7f3a")
+    assert first.status_code == again.status_code == 201
+    assert first.get_json() == again.get_json()
+    assert first.headers["ETag"] == again.headers["ETag"]
+    assert db.scalar(count) == before + 1
+    different = refer(key="retry-7f3a", urgency="urgent")
+    assert different.status_code == 422
+    assert db.scalar(count) == before + 1
+
+
+def test_stale_etag_and_missing_if_match(api, refer):
+    referral = refer().get_json()["ref"]
+    etag = api("VSP-MENTOR", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ).headers["ETag"]
+    assert step(api, "VSP-MENTOR", referral, "accept", etag=etag).status_code == 200
+    second = step(api, "VSP-MENTOR", referral, "decline", etag=etag, reason="capacity")
+    assert second.status_code == 412  # the other caseworker's accept won
+    no_header = api("VSP-MENTOR", "post", f"/api/v1/referrals/{referral}/engage", purpose=PRE_CJ, json={})
+    assert no_header.status_code == 428
+
+
+@pytest.mark.parametrize(
+    ("setup", "agency", "transition", "status"),
+    [
+        ([], "VSP-MENTOR", "engage", 409),
+        ([], "VSP-MENTOR", "complete", 409),
+        ([], "VSP-MENTOR", "disengage", 409),
+        ([], "VSP-MENTOR", "withdraw", 403),
+        ([], "WMP", "accept", 403),
+        ([], "VSP-MENTOR", "decline", 422),  # no reason
+        ([], "VSP-MENTOR", "explode", 404),
+        (["accept"], "VSP-MENTOR", "accept", 409),
+        (["accept"], "VSP-MENTOR", "decline", 409),
+        (["accept"], "VSP-MENTOR", "complete", 409),
+        (["accept", "engage"], "VSP-MENTOR", "accept", 409),
+        (["accept", "engage", "complete"], "VSP-MENTOR", "disengage", 409),
+        (["accept", "engage", "complete"], "WMP", "withdraw", 409),
+    ],
+)
+def test_invalid_transitions(api, refer, setup, agency, transition, status):
+    referral = refer().get_json()["ref"]
+    for name in setup:
+        assert step(api, "VSP-MENTOR", referral, name).status_code == 200
+    before = api("VSP-MENTOR", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ).get_json()
+    response = step(api, agency, referral, transition)
+    assert response.status_code == status, response.get_json()
+    assert response.content_type == "application/problem+json"
+    if status == 409:
+        assert response.get_json()["allowed"] == [
+            t for t in ("accept", "decline", "engage", "complete", "disengage", "withdraw")
+            if t in response.get_json()["allowed"]]
+    after = api("VSP-MENTOR", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ).get_json()
+    assert after["status"] == before["status"] and after["history"] == before["history"]
+
+
+def test_withdraw_by_the_referrer(api, refer):
+    referral = refer().get_json()["ref"]
+    response = step(api, "WMP", referral, "withdraw")
+    assert response.status_code == 200 and response.get_json()["status"] == "withdrawn"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        None,
+        {"service": "juggling"},
+        {"pathways": []},
+        {"pathways": "ete"},
+        {"reasons": ["because"]},
+        {"consent": {"status": "not_required"}},  # needs a lawful basis
+        {"consent": {"status": "given", "notes": "x"}},
+        {"urgency": 3},
+        {"summary": "x" * 2001},
+        {"colour": "blue"},
+        {"subject_ref": ""},
+        {"to_agency": "wmp'; DROP TABLE referrals;--"},
+    ],
+)
+def test_malformed_bodies_change_nothing(api, db, subject_id, payload):
+    count = sa.select(sa.func.count()).select_from(Referral)
+    before = db.scalar(count)
+    full = {**body(subject_id), **payload} if payload is not None else {}
+    response = api("WMP", "post", "/api/v1/referrals", purpose=PRE_CJ, json=full)
+    assert 400 <= response.status_code < 500, response.get_json()
+    assert response.content_type == "application/problem+json"
+    assert db.scalar(count) == before
+
+
+def test_outcome_rules(api, refer):
+    referral = refer().get_json()["ref"]
+    today = datetime.now(UTC).date()
+    submitted = api("VSP-MENTOR", "post", f"/api/v1/referrals/{referral}/outcomes", purpose=PRE_CJ,
+                    json={"type": "engagement_started", "occurred_on": today.isoformat()})
+    assert submitted.status_code == 409  # not accepted yet
+    step(api, "VSP-MENTOR", referral, "accept")
+    cases = [
+        ({"type": "engagement_started", "occurred_on": (today + timedelta(days=1)).isoformat()}, 422),
+        ({"type": "further_offence_reported", "occurred_on": today.isoformat()}, 422),
+        ({"type": "teleported", "occurred_on": today.isoformat()}, 422),
+        ({"type": "engagement_started", "occurred_on": "31/12/2025"}, 422),
+        ({"type": "further_offence_reported", "occurred_on": today.isoformat(),
+          "detail": {"offence_type": "burglary_dwelling"}}, 201),
+    ]
+    for payload, status in cases:
+        response = api("VSP-MENTOR", "post", f"/api/v1/referrals/{referral}/outcomes", purpose=PRE_CJ,
+                       json=payload)
+        assert response.status_code == status, (payload, response.get_json())
+    by_police = api("WMP", "post", f"/api/v1/referrals/{referral}/outcomes", purpose=PRE_CJ,
+                    json={"type": "engagement_started", "occurred_on": today.isoformat()})
+    assert by_police.status_code == 403
+
+
+def test_lists_by_direction_and_status(api, refer):
+    referral = refer().get_json()["ref"]
+    outbound = api("WMP", "get", "/api/v1/referrals?direction=outbound", purpose=PRE_CJ).get_json()["items"]
+    assert referral in {r["ref"] for r in outbound}
+    inbound = api("VSP-MENTOR", "get", "/api/v1/referrals?direction=inbound&status=submitted",
+                  purpose=PRE_CJ).get_json()["items"]
+    assert referral in {r["ref"] for r in inbound}
+    assert all(r["subject_ref"].startswith("psn") for r in inbound)
+    assert api("VSP-HOUSING", "get", "/api/v1/referrals", purpose=PRE_CJ).get_json()["items"] == []
+    assert api("WMP", "get", "/api/v1/referrals?direction=sideways", purpose=PRE_CJ).status_code == 422
+
+
+def test_overdue_referrals_are_flagged_in_lists_and_the_referrers_feed(api, db, refer):
+    referral = refer().get_json()["ref"]
+    row = db.get(Referral, referral)
+    row.decision_due = datetime.now(UTC) - timedelta(hours=1)
+    db.commit()
+    listed = api("WMP", "get", "/api/v1/referrals?direction=outbound", purpose=PRE_CJ).get_json()["items"]
+    assert next(r for r in listed if r["ref"] == referral)["overdue"] is True
+    feed = api("WMP", "get", "/api/v1/changes?limit=500", purpose=PRE_CJ).get_json()["items"]
+    overdue = [c for c in feed if c["kind"] == "referral.overdue"]
+    assert [c["referral"]["ref"] for c in overdue] == [referral]
+    again = api("WMP", "get", "/api/v1/changes?limit=500", purpose=PRE_CJ).get_json()["items"]
+    assert len([c for c in again if c["kind"] == "referral.overdue"]) == 1  # told once
+
+
+def test_change_feed_is_ordered_resumable_and_private(api, refer):
+    start = api("VSP-MENTOR", "get", "/api/v1/changes", purpose=PRE_CJ).get_json()["next_cursor"]
+    referral = refer().get_json()["ref"]
+    step(api, "VSP-MENTOR", referral, "accept")
+    first = api("VSP-MENTOR", "get", f"/api/v1/changes?since={start}&limit=1", purpose=PRE_CJ).get_json()
+    rest = api("VSP-MENTOR", "get", f"/api/v1/changes?since={first['next_cursor']}",
+               purpose=PRE_CJ).get_json()
+    kinds = [c["kind"] for c in first["items"] + rest["items"]]
+    assert kinds == ["referral.received", "referral.status_changed"]
+    assert rest["items"][0]["referral"]["status"] == "accepted"
+    empty = api("VSP-MENTOR", "get", f"/api/v1/changes?since={rest['next_cursor']}", purpose=PRE_CJ).get_json()
+    assert empty["items"] == [] and empty["next_cursor"] == rest["next_cursor"]
+    others = api("VSP-HOUSING", "get", f"/api/v1/changes?since={start}", purpose=PRE_CJ).get_json()
+    assert referral not in json.dumps(others)
+    assert api("VSP-MENTOR", "get", "/api/v1/changes?since=forged", purpose=PRE_CJ).status_code == 400
+
+
+def test_withdrawn_falls_back_to_pseudonymised_then_disappears_after_retention(api, db, refer):
+    referral = refer(consent={"status": "given", "method": "verbal"}).get_json()["ref"]
+    accepted = step(api, "VSP-MENTOR", referral, "accept")
+    assert "given_name" in accepted.get_json()["subject"]
+    assert step(api, "WMP", referral, "withdraw").status_code == 200
+    after = api("VSP-MENTOR", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ)
+    assert after.status_code == 200
+    assert "given_name" not in after.get_json().get("subject", {})
+    row = db.get(Referral, referral)
+    row.closed_at = datetime.now(UTC) - timedelta(days=800)  # beyond the agreement's P1Y
+    db.commit()
+    assert api("VSP-MENTOR", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ).status_code == 404
+    assert api("WMP", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ).status_code == 200
