@@ -4,7 +4,7 @@
                                 address where there is no client)     default "600 per minute"
     GATEWAY_TOKEN_RATE_LIMIT    /oauth/token and /oauth/revoke, keyed by the remote address:
                                 they check client secrets (scrypt), so they are the costly and
-                                the guessable ones                    default "30 per minute"
+                                the guessable ones                    default "60 per minute"
     GATEWAY_RATE_LIMIT_STORAGE  "memory://" (per worker) or "redis://host:6379[/db]" (shared by
                                 every worker and host)                 default "memory://"
     GATEWAY_RATE_LIMIT_PREFIX   key prefix in the storage              default "iomgw"
@@ -42,7 +42,7 @@ from gateway.problems import Problem, problem_response
 log = logging.getLogger("gateway.limits")
 
 DEFAULT_LIMIT = "600 per minute"
-DEFAULT_TOKEN_LIMIT = "30 per minute"
+DEFAULT_TOKEN_LIMIT = "60 per minute"
 DEFAULT_STORAGE = "memory://"
 TOKEN_PATHS = ("/oauth/token", "/oauth/revoke")
 EXEMPT_PATHS = ("/healthz", "/readyz")  # load balancers probe these

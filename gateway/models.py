@@ -225,6 +225,14 @@ class Management(Base):
     offender_manager_ref: Mapped[str | None] = mapped_column(sa.String(64))
     start_date: Mapped[date]
     end_date: Mapped[date | None]
+    status: Mapped[str] = mapped_column(sa.String(16), default="active")
+    transfer_to: Mapped[str | None] = mapped_column(
+        sa.String(32), doc="Agency the case is flagged to move to (allocation by risk)"
+    )
+    record_hash: Mapped[str | None] = mapped_column(
+        sa.String(64), doc="Hash of the last synced record: an unchanged re-sync writes nothing"
+    )
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     agency: Mapped[Agency] = relationship(lazy="joined")
     __table_args__ = (sa.UniqueConstraint("agency_id", "local_case_id", name="uq_management_case"),)
 
@@ -380,3 +388,25 @@ class ChangeAudience(Base):
     __tablename__ = "change_audience"
     agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agencies.id"), primary_key=True)
     position: Mapped[int] = mapped_column(sa.ForeignKey("changes.position"), primary_key=True)
+
+
+class Offence(Base):
+    """A further offence, as reported through an outcome or a caseload update.
+
+    The performance figures count these; `source` and `source_ref` say where each came from,
+    so a report sent twice is recorded once."""
+
+    __tablename__ = "offences"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject_id: Mapped[str] = mapped_column(sa.ForeignKey("subjects.id"), index=True)
+    offence_type: Mapped[str] = mapped_column(sa.String(40))
+    offence_date: Mapped[date] = mapped_column(index=True)
+    source: Mapped[str] = mapped_column(sa.String(16))
+    source_ref: Mapped[str] = mapped_column(sa.String(80))
+    reported_by_agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agencies.id"))
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "source", "source_ref", "offence_type", "offence_date", name="uq_offence_report"
+        ),
+    )

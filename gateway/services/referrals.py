@@ -16,7 +16,7 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.orm import Session
 
-from gateway.models import Agency, Outcome, Referral, ReferralTransition, Subject
+from gateway.models import Agency, Offence, Outcome, Referral, ReferralTransition, Subject
 from gateway.services.changes import record_change
 from gateway.services.subjects import CONSENTED_STATUSES, record_context
 from gateway.services.subjects import OPEN_REFERRAL as OPEN
@@ -292,6 +292,17 @@ def add_outcome(
     )
     session.add(outcome)
     session.flush()
+    if outcome.type == "further_offence_reported":
+        session.add(
+            Offence(
+                subject_id=referral.subject_id,
+                offence_type=outcome.detail["offence_type"],
+                offence_date=outcome.occurred_on,
+                source="outcome",
+                source_ref=outcome.id,
+                reported_by_agency_id=agency.id,
+            )
+        )
     record_change(
         session,
         "outcome.added",
