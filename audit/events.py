@@ -45,9 +45,9 @@ class EventKind(StrEnum):
     """What happened. Values are stored and hashed: never rename one, only add."""
 
     API_ACCESS = "api.access"
-    TOKEN_ISSUED = "token.issued"  # noqa: S105 (an event name, not a secret)
-    TOKEN_REFUSED = "token.refused"  # noqa: S105 (an event name, not a secret)
-    TOKEN_REVOKED = "token.revoked"  # noqa: S105 (an event name, not a secret)
+    TOKEN_ISSUED = "token.issued"
+    TOKEN_REFUSED = "token.refused"
+    TOKEN_REVOKED = "token.revoked"
     AGREEMENT_LOADED = "agreement.loaded"
     AGREEMENT_RETIRED = "agreement.retired"
     CLIENT_REGISTERED = "client.registered"

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from joserfc.jwk import ECKey, KeySet
 
 DEMO_MARKER = "DEMO-KEYS-NOT-FOR-PRODUCTION"
-TOKEN_ALGORITHM = "ES256"  # noqa: S105 (an algorithm name, not a secret)
+TOKEN_ALGORITHM = "ES256"
 
 
 class KeyStoreError(RuntimeError):

@@ -117,6 +117,57 @@ def test_workers_and_clients_share_one_verifiable_log(backend, tmp_path):
                 ok = [rid for batch in pool.map(client, range(8)) for rid in batch]
             assert len(ok) == 8 * 15
 
+            # two caseworkers accept the same referral at once: exactly one wins
+            subject = request(base + "/api/v1/subjects?limit=1", headers=headers)[2]["items"][0][
+                "ref"
+            ]
+            referral_body = json.dumps(
+                {
+                    "subject_ref": subject,
+                    "to_agency": "VSP-MENTOR",
+                    "service": "peer_mentoring",
+                    "pathways": ["ete"],
+                    "reasons": ["prolific_offending"],
+                    "consent": {"status": "pending"},
+                }
+            ).encode()
+            pre_cj = {**headers, "X-Purpose": "pre-cj-referral", "Content-Type": "application/json"}
+            status, _, created = request(
+                base + "/api/v1/referrals", data=referral_body, headers=pre_cj
+            )
+            assert status == 201, created
+            mentor = creds["VSP-MENTOR"]
+            basic = base64.b64encode(
+                f"{mentor['client_id']}:{mentor['client_secret']}".encode()
+            ).decode()
+            mentor_token = request(
+                base + "/oauth/token",
+                data=b"grant_type=client_credentials",
+                headers={"Authorization": f"Basic {basic}"},
+            )[2]["access_token"]
+            mentor_headers = {
+                "Authorization": f"Bearer {mentor_token}",
+                "X-Purpose": "pre-cj-referral",
+            }
+            etag = request(base + f"/api/v1/referrals/{created['ref']}", headers=mentor_headers)[1][
+                "ETag"
+            ]
+
+            def accept(_: int) -> int:
+                return request(
+                    base + f"/api/v1/referrals/{created['ref']}/accept",
+                    data=b"{}",
+                    headers={
+                        **mentor_headers,
+                        "If-Match": etag,
+                        "Content-Type": "application/json",
+                    },
+                )[0]
+
+            with ThreadPoolExecutor(2) as pool:
+                outcomes = sorted(pool.map(accept, range(2)))
+            assert outcomes == [200, 412]
+
             # auditor: every 2xx the clients saw is in the log, and the log verifies
             ig = creds["IG-AUDIT"]
             basic = base64.b64encode(f"{ig['client_id']}:{ig['client_secret']}".encode()).decode()
@@ -159,6 +210,7 @@ def test_workers_and_clients_share_one_verifiable_log(backend, tmp_path):
         )
         assert verified.returncode == 0, verified.stdout + verified.stderr
         print(
-            f"\n[{backend}] requests: {len(ok) + 2}, 2xx seen: {len(ok)}, audited: {len(logged)}; "
+            f"\n[{backend}] load requests: {len(ok)} (all 2xx), audited: {len(logged)} events, "
+            f"racing accepts: {outcomes}; "
             f"{verified.stdout.strip()}"
         )

@@ -17,10 +17,14 @@ NOBODY = "00000000-0000-4000-8000-000000000000"
 
 def body(subject_ref: str, **changes) -> dict:
     base = {
-        "subject_ref": subject_ref, "to_agency": "VSP-MENTOR", "service": "peer_mentoring",
-        "pathways": ["ete", "attitudes"], "reasons": ["prolific_offending", "peer_influence"],
+        "subject_ref": subject_ref,
+        "to_agency": "VSP-MENTOR",
+        "service": "peer_mentoring",
+        "pathways": ["ete", "attitudes"],
+        "reasons": ["prolific_offending", "peer_influence"],
         "summary": "Keen to engage; staying with an aunt; avoid Tuesday mornings.",
-        "urgency": "routine", "share_risk": ["reoffending", "serious_harm"],
+        "urgency": "routine",
+        "share_risk": ["reoffending", "serious_harm"],
         "consent": {"status": "pending"},
     }
     return {**base, **changes}
@@ -31,7 +35,8 @@ def subject_id(db) -> str:
     """A person the police know under the IOM agreement (a PPO cohort member)."""
     return db.scalar(
         sa.select(CohortMembership.subject_id)
-        .where(CohortMembership.cohort == "PPO", CohortMembership.end_date.is_(None)).limit(1)
+        .where(CohortMembership.cohort == "PPO", CohortMembership.end_date.is_(None))
+        .limit(1)
     )
 
 
@@ -39,17 +44,30 @@ def subject_id(db) -> str:
 def refer(api, subject_id):
     def make(purpose=PRE_CJ, key=None, **changes):
         headers = {"Idempotency-Key": key} if key else {}
-        return api("WMP", "post", "/api/v1/referrals", purpose=purpose,
-                   json=body(changes.pop("subject_ref", subject_id), **changes), headers=headers)
+        return api(
+            "WMP",
+            "post",
+            "/api/v1/referrals",
+            purpose=purpose,
+            json=body(changes.pop("subject_ref", subject_id), **changes),
+            headers=headers,
+        )
 
     return make
 
 
 def step(api, agency, referral, transition, purpose=PRE_CJ, etag=None, **payload):
     etag = etag or api(agency, "get", f"/api/v1/referrals/{referral}", purpose=purpose).headers.get(
-        "ETag", '"none"')
-    return api(agency, "post", f"/api/v1/referrals/{referral}/{transition}", purpose=purpose,
-               json=payload, headers={"If-Match": etag})
+        "ETag", '"none"'
+    )
+    return api(
+        agency,
+        "post",
+        f"/api/v1/referrals/{referral}/{transition}",
+        purpose=purpose,
+        json=payload,
+        headers={"If-Match": etag},
+    )
 
 
 def without_request_id(response) -> dict:
@@ -66,10 +84,14 @@ def test_the_whole_story(api, db, refer, subject_id):
 
     # the charity first sees a pseudonymised referral: enough to decide
     first = api("VSP-MENTOR", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ).get_json()
-    assert first["subject_ref"].startswith("psn") and first["subject_ref"] == first["subject"]["ref"]
+    assert (
+        first["subject_ref"].startswith("psn") and first["subject_ref"] == first["subject"]["ref"]
+    )
     assert "summary" not in first
     assert {"age_band", "area", "needs", "risk"} <= set(first["subject"])
-    assert not {"given_name", "family_name", "phone", "postcode", "date_of_birth"} & set(first["subject"])
+    assert not {"given_name", "family_name", "phone", "postcode", "date_of_birth"} & set(
+        first["subject"]
+    )
     assert set(first["risk_shared"]) <= {"reoffending_band", "serious_harm_level"}
     assert first["allowed_transitions"] == ["accept", "decline"]
     raw = json.dumps(first)
@@ -80,9 +102,14 @@ def test_the_whole_story(api, db, refer, subject_id):
     assert accepted.status_code == 200 and accepted.get_json()["status"] == "accepted"
     assert "given_name" not in accepted.get_json()["subject"]  # accepted, but no consent yet
 
-    consent = api("VSP-MENTOR", "post", f"/api/v1/referrals/{referral}/consent", purpose=PRE_CJ,
-                  json={"status": "given", "method": "written", "recorded_by": "mentor 17"},
-                  headers={"If-Match": accepted.headers["ETag"]})
+    consent = api(
+        "VSP-MENTOR",
+        "post",
+        f"/api/v1/referrals/{referral}/consent",
+        purpose=PRE_CJ,
+        json={"status": "given", "method": "written", "recorded_by": "mentor 17"},
+        headers={"If-Match": accepted.headers["ETag"]},
+    )
     assert consent.status_code == 200, consent.get_json()
     now_visible = consent.get_json()
     assert now_visible["subject"]["given_name"] == person.given_name
@@ -94,17 +121,31 @@ def test_the_whole_story(api, db, refer, subject_id):
     assert engaged.status_code == 200
     today = datetime.now(UTC).date().isoformat()
     for outcome in ("engagement_started", "intervention_completed"):
-        response = api("VSP-MENTOR", "post", f"/api/v1/referrals/{referral}/outcomes", purpose=PRE_CJ,
-                       json={"type": outcome, "occurred_on": today})
+        response = api(
+            "VSP-MENTOR",
+            "post",
+            f"/api/v1/referrals/{referral}/outcomes",
+            purpose=PRE_CJ,
+            json={"type": outcome, "occurred_on": today},
+        )
         assert response.status_code == 201, response.get_json()
     done = step(api, "VSP-MENTOR", referral, "complete")
     assert done.get_json()["status"] == "completed"
     assert [h["status"] for h in done.get_json()["history"]] == [
-        "submitted", "accepted", "engaged", "completed"]
+        "submitted",
+        "accepted",
+        "engaged",
+        "completed",
+    ]
 
     # the police read the outcomes
-    outcomes = api("WMP", "get", f"/api/v1/referrals/{referral}/outcomes", purpose=PRE_CJ).get_json()
-    assert [o["type"] for o in outcomes["items"]] == ["engagement_started", "intervention_completed"]
+    outcomes = api(
+        "WMP", "get", f"/api/v1/referrals/{referral}/outcomes", purpose=PRE_CJ
+    ).get_json()
+    assert [o["type"] for o in outcomes["items"]] == [
+        "engagement_started",
+        "intervention_completed",
+    ]
 
     # a third provider sees nothing: exactly like a referral that does not exist
     hidden = api("VSP-HOUSING", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ)
@@ -113,13 +154,18 @@ def test_the_whole_story(api, db, refer, subject_id):
     assert without_request_id(hidden) == without_request_id(missing)
 
     # the auditor sees every step
-    accesses = api("IG-AUDIT", "get", f"/api/v1/audit/subjects/{subject_id}/accesses",
-                   purpose="ig-audit").get_json()["accesses"]
+    accesses = api(
+        "IG-AUDIT", "get", f"/api/v1/audit/subjects/{subject_id}/accesses", purpose="ig-audit"
+    ).get_json()["accesses"]
     seen_by = {(a["agency"], a["purpose"]) for a in accesses}
     assert {("WMP", PRE_CJ), ("VSP-MENTOR", PRE_CJ)} <= seen_by
     assert ("VSP-HOUSING", PRE_CJ) not in seen_by
-    steps = api("IG-AUDIT", "get", f"/api/v1/audit/events?subject={subject_id}&agency=VSP-MENTOR&limit=200",
-                purpose="ig-audit").get_json()["items"]
+    steps = api(
+        "IG-AUDIT",
+        "get",
+        f"/api/v1/audit/events?subject={subject_id}&agency=VSP-MENTOR&limit=200",
+        purpose="ig-audit",
+    ).get_json()["items"]
     routes = {e["event"]["route"] for e in steps}
     assert "/api/v1/referrals/<string:referral_id>/<string:transition>" in routes
     assert "/api/v1/referrals/<string:referral_id>/outcomes" in routes
@@ -127,24 +173,39 @@ def test_the_whole_story(api, db, refer, subject_id):
 
 def test_perpetrator_programme_never_sees_victims(api, db):
     perpetrator = db.scalar(
-        sa.select(VictimLink.subject_id).join(CohortMembership, CohortMembership.subject_id == VictimLink.subject_id)
-        .where(CohortMembership.cohort == "DA", CohortMembership.end_date.is_(None)).limit(1))
-    created = api("WMP", "post", "/api/v1/referrals", purpose=DV, json=body(
-        perpetrator, to_agency="VSP-DVPP", service="dv_perpetrator_programme", reasons=["domestic_abuse"],
-        consent={"status": "given", "method": "written"}))
+        sa.select(VictimLink.subject_id)
+        .join(CohortMembership, CohortMembership.subject_id == VictimLink.subject_id)
+        .where(CohortMembership.cohort == "DA", CohortMembership.end_date.is_(None))
+        .limit(1)
+    )
+    created = api(
+        "WMP",
+        "post",
+        "/api/v1/referrals",
+        purpose=DV,
+        json=body(
+            perpetrator,
+            to_agency="VSP-DVPP",
+            service="dv_perpetrator_programme",
+            reasons=["domestic_abuse"],
+            consent={"status": "given", "method": "written"},
+        ),
+    )
     assert created.status_code == 201, created.get_json()
     referral = created.get_json()["ref"]
     assert step(api, "VSP-DVPP", referral, "accept", purpose=DV).status_code == 200
     seen = api("VSP-DVPP", "get", f"/api/v1/referrals/{referral}", purpose=DV)
     assert seen.status_code == 200 and "given_name" in seen.get_json()["subject"]
     text = seen.get_data(as_text=True)
-    victims = db.scalars(sa.select(VictimLink.victim_ref).where(VictimLink.subject_id == perpetrator)).all()
+    victims = db.scalars(
+        sa.select(VictimLink.victim_ref).where(VictimLink.subject_id == perpetrator)
+    ).all()
     assert victims and "victim" not in text and not any(v in text for v in victims)
 
 
 def test_referral_refused_without_an_agreement(refer):
-    assert refer(to_agency="NPS").status_code == 403           # no referral grant to NPS
-    assert refer(to_agency="VSP-DVPP").status_code == 403      # not under the pre-CJ agreement
+    assert refer(to_agency="NPS").status_code == 403  # no referral grant to NPS
+    assert refer(to_agency="VSP-DVPP").status_code == 403  # not under the pre-CJ agreement
     assert refer(purpose="iom-case-management").status_code == 403
     assert refer(to_agency="NOBODY").status_code == 422
     assert refer(subject_ref=NOBODY).status_code == 404
@@ -170,7 +231,9 @@ def test_stale_etag_and_missing_if_match(api, refer):
     assert step(api, "VSP-MENTOR", referral, "accept", etag=etag).status_code == 200
     second = step(api, "VSP-MENTOR", referral, "decline", etag=etag, reason="capacity")
     assert second.status_code == 412  # the other caseworker's accept won
-    no_header = api("VSP-MENTOR", "post", f"/api/v1/referrals/{referral}/engage", purpose=PRE_CJ, json={})
+    no_header = api(
+        "VSP-MENTOR", "post", f"/api/v1/referrals/{referral}/engage", purpose=PRE_CJ, json={}
+    )
     assert no_header.status_code == 428
 
 
@@ -202,8 +265,10 @@ def test_invalid_transitions(api, refer, setup, agency, transition, status):
     assert response.content_type == "application/problem+json"
     if status == 409:
         assert response.get_json()["allowed"] == [
-            t for t in ("accept", "decline", "engage", "complete", "disengage", "withdraw")
-            if t in response.get_json()["allowed"]]
+            t
+            for t in ("accept", "decline", "engage", "complete", "disengage", "withdraw")
+            if t in response.get_json()["allowed"]
+        ]
     after = api("VSP-MENTOR", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ).get_json()
     assert after["status"] == before["status"] and after["history"] == before["history"]
 
@@ -244,37 +309,66 @@ def test_malformed_bodies_change_nothing(api, db, subject_id, payload):
 def test_outcome_rules(api, refer):
     referral = refer().get_json()["ref"]
     today = datetime.now(UTC).date()
-    submitted = api("VSP-MENTOR", "post", f"/api/v1/referrals/{referral}/outcomes", purpose=PRE_CJ,
-                    json={"type": "engagement_started", "occurred_on": today.isoformat()})
+    submitted = api(
+        "VSP-MENTOR",
+        "post",
+        f"/api/v1/referrals/{referral}/outcomes",
+        purpose=PRE_CJ,
+        json={"type": "engagement_started", "occurred_on": today.isoformat()},
+    )
     assert submitted.status_code == 409  # not accepted yet
     step(api, "VSP-MENTOR", referral, "accept")
     cases = [
-        ({"type": "engagement_started", "occurred_on": (today + timedelta(days=1)).isoformat()}, 422),
+        (
+            {"type": "engagement_started", "occurred_on": (today + timedelta(days=1)).isoformat()},
+            422,
+        ),
         ({"type": "further_offence_reported", "occurred_on": today.isoformat()}, 422),
         ({"type": "teleported", "occurred_on": today.isoformat()}, 422),
         ({"type": "engagement_started", "occurred_on": "31/12/2025"}, 422),
-        ({"type": "further_offence_reported", "occurred_on": today.isoformat(),
-          "detail": {"offence_type": "burglary_dwelling"}}, 201),
+        (
+            {
+                "type": "further_offence_reported",
+                "occurred_on": today.isoformat(),
+                "detail": {"offence_type": "burglary_dwelling"},
+            },
+            201,
+        ),
     ]
     for payload, status in cases:
-        response = api("VSP-MENTOR", "post", f"/api/v1/referrals/{referral}/outcomes", purpose=PRE_CJ,
-                       json=payload)
+        response = api(
+            "VSP-MENTOR",
+            "post",
+            f"/api/v1/referrals/{referral}/outcomes",
+            purpose=PRE_CJ,
+            json=payload,
+        )
         assert response.status_code == status, (payload, response.get_json())
-    by_police = api("WMP", "post", f"/api/v1/referrals/{referral}/outcomes", purpose=PRE_CJ,
-                    json={"type": "engagement_started", "occurred_on": today.isoformat()})
+    by_police = api(
+        "WMP",
+        "post",
+        f"/api/v1/referrals/{referral}/outcomes",
+        purpose=PRE_CJ,
+        json={"type": "engagement_started", "occurred_on": today.isoformat()},
+    )
     assert by_police.status_code == 403
 
 
 def test_lists_by_direction_and_status(api, refer):
     referral = refer().get_json()["ref"]
-    outbound = api("WMP", "get", "/api/v1/referrals?direction=outbound", purpose=PRE_CJ).get_json()["items"]
+    outbound = api("WMP", "get", "/api/v1/referrals?direction=outbound", purpose=PRE_CJ).get_json()[
+        "items"
+    ]
     assert referral in {r["ref"] for r in outbound}
-    inbound = api("VSP-MENTOR", "get", "/api/v1/referrals?direction=inbound&status=submitted",
-                  purpose=PRE_CJ).get_json()["items"]
+    inbound = api(
+        "VSP-MENTOR", "get", "/api/v1/referrals?direction=inbound&status=submitted", purpose=PRE_CJ
+    ).get_json()["items"]
     assert referral in {r["ref"] for r in inbound}
     assert all(r["subject_ref"].startswith("psn") for r in inbound)
     assert api("VSP-HOUSING", "get", "/api/v1/referrals", purpose=PRE_CJ).get_json()["items"] == []
-    assert api("WMP", "get", "/api/v1/referrals?direction=sideways", purpose=PRE_CJ).status_code == 422
+    assert (
+        api("WMP", "get", "/api/v1/referrals?direction=sideways", purpose=PRE_CJ).status_code == 422
+    )
 
 
 def test_overdue_referrals_are_flagged_in_lists_and_the_referrers_feed(api, db, refer):
@@ -282,7 +376,9 @@ def test_overdue_referrals_are_flagged_in_lists_and_the_referrers_feed(api, db, 
     row = db.get(Referral, referral)
     row.decision_due = datetime.now(UTC) - timedelta(hours=1)
     db.commit()
-    listed = api("WMP", "get", "/api/v1/referrals?direction=outbound", purpose=PRE_CJ).get_json()["items"]
+    listed = api("WMP", "get", "/api/v1/referrals?direction=outbound", purpose=PRE_CJ).get_json()[
+        "items"
+    ]
     assert next(r for r in listed if r["ref"] == referral)["overdue"] is True
     feed = api("WMP", "get", "/api/v1/changes?limit=500", purpose=PRE_CJ).get_json()["items"]
     overdue = [c for c in feed if c["kind"] == "referral.overdue"]
@@ -295,17 +391,24 @@ def test_change_feed_is_ordered_resumable_and_private(api, refer):
     start = api("VSP-MENTOR", "get", "/api/v1/changes", purpose=PRE_CJ).get_json()["next_cursor"]
     referral = refer().get_json()["ref"]
     step(api, "VSP-MENTOR", referral, "accept")
-    first = api("VSP-MENTOR", "get", f"/api/v1/changes?since={start}&limit=1", purpose=PRE_CJ).get_json()
-    rest = api("VSP-MENTOR", "get", f"/api/v1/changes?since={first['next_cursor']}",
-               purpose=PRE_CJ).get_json()
+    first = api(
+        "VSP-MENTOR", "get", f"/api/v1/changes?since={start}&limit=1", purpose=PRE_CJ
+    ).get_json()
+    rest = api(
+        "VSP-MENTOR", "get", f"/api/v1/changes?since={first['next_cursor']}", purpose=PRE_CJ
+    ).get_json()
     kinds = [c["kind"] for c in first["items"] + rest["items"]]
     assert kinds == ["referral.received", "referral.status_changed"]
     assert rest["items"][0]["referral"]["status"] == "accepted"
-    empty = api("VSP-MENTOR", "get", f"/api/v1/changes?since={rest['next_cursor']}", purpose=PRE_CJ).get_json()
+    empty = api(
+        "VSP-MENTOR", "get", f"/api/v1/changes?since={rest['next_cursor']}", purpose=PRE_CJ
+    ).get_json()
     assert empty["items"] == [] and empty["next_cursor"] == rest["next_cursor"]
     others = api("VSP-HOUSING", "get", f"/api/v1/changes?since={start}", purpose=PRE_CJ).get_json()
     assert referral not in json.dumps(others)
-    assert api("VSP-MENTOR", "get", "/api/v1/changes?since=forged", purpose=PRE_CJ).status_code == 400
+    assert (
+        api("VSP-MENTOR", "get", "/api/v1/changes?since=forged", purpose=PRE_CJ).status_code == 400
+    )
 
 
 def test_withdrawn_falls_back_to_pseudonymised_then_disappears_after_retention(api, db, refer):
@@ -319,5 +422,7 @@ def test_withdrawn_falls_back_to_pseudonymised_then_disappears_after_retention(a
     row = db.get(Referral, referral)
     row.closed_at = datetime.now(UTC) - timedelta(days=800)  # beyond the agreement's P1Y
     db.commit()
-    assert api("VSP-MENTOR", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ).status_code == 404
+    assert (
+        api("VSP-MENTOR", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ).status_code == 404
+    )
     assert api("WMP", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ).status_code == 200
