@@ -110,6 +110,12 @@ def _respond(caller: Caller, referral: Referral, decision, status: int = 200):  
     return record, status, {"ETag": etag(referral)}
 
 
+def _respond_current(caller: Caller, referral: Referral):  # type: ignore[no-untyped-def]
+    """The referral after a change, as the caller may now see it."""
+    decision = decide_on_referral(_policy(), _agency(caller), "read", g.purpose, referral, _now())
+    return _respond(caller, referral, decision)
+
+
 def _lifecycle_problem(error: ReferralError) -> Problem:
     note_access(decision="deny", reason=type(error).__name__)
     return Problem(error.status, detail=error.detail, **error.members)
@@ -363,11 +369,7 @@ def record_consent(consent: dict, referral_id: str) -> Any:
         )
     except ReferralError as error:
         raise _lifecycle_problem(error) from None
-    return _respond(
-        caller,
-        referral,
-        decide_on_referral(_policy(), _agency(caller), "read", g.purpose, referral, _now()),
-    )
+    return _respond_current(caller, referral)
 
 
 @blp.route("/<string:referral_id>/<string:transition>", methods=["POST"])
@@ -400,11 +402,7 @@ def transition_referral(body: dict, referral_id: str, transition: str) -> Any:
         )
     except ReferralError as error:
         raise _lifecycle_problem(error) from None
-    return _respond(
-        caller,
-        referral,
-        decide_on_referral(_policy(), _agency(caller), "read", g.purpose, referral, _now()),
-    )
+    return _respond_current(caller, referral)
 
 
 @blp.route("/<string:referral_id>/outcomes", methods=["POST"])

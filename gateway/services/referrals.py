@@ -163,6 +163,22 @@ def create_referral(
     return referral
 
 
+def _update_if_unchanged(
+    session: Session, referral: Referral, seen_version: int, now: datetime, **values: Any
+) -> None:
+    """Apply `values` only if the referral is still at the version the caller saw.
+
+    One conditional UPDATE: of two racing caseworkers exactly one matches the version."""
+    updated = session.execute(
+        sa.update(Referral)
+        .where(Referral.id == referral.id, Referral.version == seen_version)
+        .values(version=Referral.version + 1, updated_at=now, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if updated.rowcount != 1:
+        raise StaleReferral("the referral has changed since you read it; fetch it again")
+
+
 def apply_transition(
     session: Session,
     referral: Referral,
@@ -201,14 +217,7 @@ def apply_transition(
             allowed=[t for t in allowed_transitions(referral.status) if t != "accept"],
         )
     closed = now if target not in OPEN else None
-    updated = session.execute(
-        sa.update(Referral)
-        .where(Referral.id == referral.id, Referral.version == seen_version)
-        .values(status=target, version=Referral.version + 1, updated_at=now, closed_at=closed)
-        .execution_options(synchronize_session=False)
-    )
-    if updated.rowcount != 1:
-        raise StaleReferral("the referral has changed since you read it; fetch it again")
+    _update_if_unchanged(session, referral, seen_version, now, status=target, closed_at=closed)
     session.add(
         ReferralTransition(
             referral_id=referral.id,
@@ -249,14 +258,7 @@ def record_consent(
     if referral.status not in OPEN:
         raise InvalidTransition("consent cannot change on a closed referral", allowed=[])
     value = _jsonable({**consent, "recorded_at": consent.get("recorded_at", now)})
-    updated = session.execute(
-        sa.update(Referral)
-        .where(Referral.id == referral.id, Referral.version == seen_version)
-        .values(consent=value, version=Referral.version + 1, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if updated.rowcount != 1:
-        raise StaleReferral("the referral has changed since you read it; fetch it again")
+    _update_if_unchanged(session, referral, seen_version, now, consent=value)
     record_change(
         session,
         "referral.consent_recorded",
