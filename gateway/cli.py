@@ -259,6 +259,19 @@ def agreements_load(path: Path | None) -> None:
         click.echo(line)
 
 
+@agreements.command("retire")
+@click.argument("agreement_id")
+def agreements_retire(agreement_id: str) -> None:
+    """Take an agreement out of force (its versions stay in history)."""
+    from gateway.agreement_store import retire_agreement
+
+    with session_scope() as (_, session):
+        retired = retire_agreement(session, agreement_id)
+    if not retired:
+        fail(f"no agreement {agreement_id} in force")
+    click.echo(f"{agreement_id} retired")
+
+
 @agreements.command("list")
 def agreements_list() -> None:
     """Agreements in force, with days until review and expiry."""

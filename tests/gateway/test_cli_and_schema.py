@@ -96,6 +96,10 @@ def test_cli_administers_agencies_clients_agreements_and_audit(backend, tmp_path
         checked = cli(env, "agreements", "check", str(bad_file))
         assert checked.returncode == 1 and "bad.yaml:2" in checked.stdout
 
+        assert cli(env, "agreements", "retire", "legacy-probation-trust").returncode == 0
+        assert "legacy-probation-trust" not in cli(env, "agreements", "list").stdout
+        assert cli(env, "agreements", "retire", "no-such").returncode == 1
+
         assert cli(env, "keys", "rotate").returncode == 0
         assert "sealed" in cli(env, "audit", "seal", "--once").stdout
         verified = cli(env, "audit", "verify")
