@@ -24,7 +24,7 @@ from authlib.oauth2 import OAuth2Error
 from flask import Response, g, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit.events import AuditEvent, EventKind
+from audit.events import MAX_SAFE_INTEGER, AuditEvent, EventKind
 from audit.record import record_event
 from gateway import extensions
 from gateway.oauth import Caller
@@ -68,11 +68,14 @@ def begin_request() -> None:
     g.caller = None
     g.purpose = None
     supplied = request.headers.get("X-Request-ID")
-    g.request_id = supplied if supplied and REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    g.request_id = supplied if supplied and REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
     if supplied and g.request_id != supplied:
         raise Problem(
             400, "bad-request-id", detail="X-Request-ID must match ^[A-Za-z0-9._:-]{1,64}$"
         )
+    if "\x00" in request.path or b"%00" in request.query_string.lower():
+        # PostgreSQL cannot store or compare text with NUL: refused here, not as a 503 later
+        raise Problem(400, "nul-character", detail="URLs may not contain NUL characters.")
     if is_audited_api_path(request.path):
         begin_api_request()
 
@@ -105,7 +108,7 @@ def begin_api_request() -> None:
     g.purpose = purpose
 
     on_behalf_of = request.headers.get("X-On-Behalf-Of")
-    if on_behalf_of is not None and not ON_BEHALF_OF.match(on_behalf_of):
+    if on_behalf_of is not None and not ON_BEHALF_OF.fullmatch(on_behalf_of):
         raise Problem(
             400, "bad-on-behalf-of", detail="X-On-Behalf-Of must be 1-128 plain characters."
         )
@@ -194,8 +197,24 @@ def build_event(response: Response) -> AuditEvent:
         reason=reason,
         status=response.status_code,
         duration_us=(time.perf_counter_ns() - g.started_ns) // 1000,
-        details=note.details,
+        details={name: _loggable(value) for name, value in note.details.items()},
     )
+
+
+def _loggable(value: Any) -> Any:
+    """A detail as the canonical event encoding accepts it. Details often echo the caller's
+    input (a path's <int:seq>, a query's from_version): an integer beyond +-(2**53 - 1) or a
+    lone surrogate from a JSON body would make the event unwritable, and the request would be
+    refused (503) without any trace in the log."""
+    if isinstance(value, list | tuple):
+        return [_loggable(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SAFE_INTEGER:
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, float):  # the canonical form has no floats
+        return repr(value)
+    return value
 
 
 def finish_request(response: Response) -> Response:

@@ -12,8 +12,10 @@ from gateway.agreement_store import AgreementStore
 from gateway.api import (
     agreements,
     audit,
+    caseload,
     changes,
     health,
+    metrics,
     oauth_views,
     pseudonyms,
     referrals,
@@ -64,8 +66,10 @@ def create_app(config: Config | None = None) -> Flask:
         agreements.blp,
         referrals.blp,
         changes.blp,
+        caseload.blp,
         pseudonyms.blp,
         audit.blp,
+        metrics.blp,
     ):
         api.register_blueprint(blueprint)
 

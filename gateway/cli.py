@@ -389,5 +389,68 @@ def audit_export(from_seq: int, out: Path) -> None:
         click.echo(export_to_files(app, from_seq, out))
 
 
+# --- metrics ----------------------------------------------------------------------------
+@main.group()
+def metrics() -> None:
+    """Performance figures (reoffending, frequency, cost of offending)."""
+
+
+@metrics.command("report")
+@click.option("--period", help="A quarter (2015Q1) or a year (2015)")
+@click.option("--from", "first", help="First period of a range (with --to)")
+@click.option("--to", "last", help="Last period of a range")
+@click.option("--group-by", default="area,cohort", show_default=True)
+@click.option("--area", help="Only this area's cells")
+@click.option("--cohort", help="Only this cohort's cells")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout")
+def metrics_report(
+    period: str | None,
+    first: str | None,
+    last: str | None,
+    group_by: str,
+    area: str | None,
+    cohort: str | None,
+    fmt: str,
+    out: Path | None,
+) -> None:
+    """The board pack: every area, with the same disclosure control as the API; audited."""
+    from marshmallow import ValidationError
+
+    from audit.record import record_event
+    from gateway.services import metrics as figures
+    from schemas.metrics import MetricsQuerySchema
+
+    given = {"period": period, "from": first, "to": last, "area": area, "cohort": cohort}
+    try:
+        validated = MetricsQuerySchema().load(
+            {"group_by": group_by, **{k: v for k, v in given.items() if v is not None}}
+        )
+    except ValidationError as error:
+        fail(json.dumps(error.messages, sort_keys=True))
+    with session_scope() as (_, session):
+        try:
+            report = figures.reoffending_report(
+                session,
+                figures.query_from(validated),
+                figures.Access.everything(),
+                figures.settings_from(extensions.config()),
+                datetime.now(UTC).date(),
+            )
+        except figures.UnpublishedBreakdown as error:
+            fail(str(error))
+        except figures.UnitCostError as error:
+            fail(f"unit costs: {error}")
+        record_event(session, figures.administrator_release_event(report, fmt))
+    text = report.as_csv() if fmt == "csv" else json.dumps(report.as_dict(), indent=2, default=str)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"{len(report.cells)} cell(s) written to {out}")
+
+
 if __name__ == "__main__":
     main()

@@ -39,7 +39,15 @@ class Config:
     audit_checkpoint_every_seconds: float = 5.0
     audit_gap_grace_seconds: float = 2.0
     pseudonym_grace_days: int = 90
+    # A caseload snapshot may end at most this share of the agency's open cases unconfirmed.
+    snapshot_max_end_share: float = 0.2
     agreements_dir: Path = ROOT / "policies" / "agreements"
+    # Performance figures (gateway.services.metrics): disclosure control and finality.
+    metrics_min_count: int = 8  # counts from 1 to this minus 1 are suppressed
+    metrics_round_to: int = 5  # released counts are rounded to a multiple of this
+    metrics_min_rate_base: int = 30  # a rate over fewer people than this is withheld
+    metrics_waiting_months: int = 6  # after the 12-month follow-up, before figures are final
+    metrics_unit_costs: Path = ROOT / "gateway" / "data" / "unit_costs.yaml"
 
     @property
     def production(self) -> bool:
@@ -64,5 +72,15 @@ class Config:
             audit_checkpoint_every_events=_int("GATEWAY_AUDIT_CHECKPOINT_EVENTS", 1000),
             audit_checkpoint_every_seconds=_float("GATEWAY_AUDIT_CHECKPOINT_SECONDS", 5.0),
             pseudonym_grace_days=_int("GATEWAY_PSEUDONYM_GRACE_DAYS", 90),
+            snapshot_max_end_share=_float("GATEWAY_SNAPSHOT_MAX_END_SHARE", 0.2),
+            metrics_min_count=_int("GATEWAY_METRICS_MIN_COUNT", 8),
+            metrics_round_to=_int("GATEWAY_METRICS_ROUND_TO", 5),
+            metrics_min_rate_base=_int("GATEWAY_METRICS_MIN_RATE_BASE", 30),
+            metrics_waiting_months=_int("GATEWAY_METRICS_WAITING_MONTHS", 6),
+            metrics_unit_costs=Path(
+                os.environ.get(
+                    "GATEWAY_METRICS_UNIT_COSTS", ROOT / "gateway" / "data" / "unit_costs.yaml"
+                )
+            ),
         )
         return replace(config, **overrides)

@@ -225,6 +225,7 @@ SCOPES_BY_KIND: dict[str, tuple[str, ...]] = {
         "referrals:read",
         "referrals:write",
         "caseload:read",
+        "caseload:write",
         "metrics:read",
     ),
     "nps": (

@@ -68,8 +68,8 @@ def _session():
 
 
 def query_client(client_id: str) -> ApiClient | None:
-    if not isinstance(client_id, str) or len(client_id) > 64:
-        return None
+    if not isinstance(client_id, str) or len(client_id) > 64 or "\x00" in client_id:
+        return None  # (PostgreSQL refuses NUL in a query: an unknown client, not a 503)
     client = _session().scalar(sa.select(ApiClient).where(ApiClient.client_id == client_id))
     return client if client is not None and client.active else None
 

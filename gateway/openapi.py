@@ -44,7 +44,7 @@ COMMON_HEADERS = [
         "in": "header",
         "required": False,
         "description": "The end user in the partner system (audited)",
-        "schema": {"type": "string", "maxLength": 128},
+        "schema": {"type": "string", "pattern": r"^[\w.@:/ -]{1,128}$"},
     },
     {
         "name": "X-Request-ID",

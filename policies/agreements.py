@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 from marshmallow import ValidationError
+from yaml.composer import ComposerError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from policies.model import (
@@ -37,6 +38,7 @@ from policies.schema import AgreementSchema
 from policies.vocabulary import DEMO_AGENCIES, expand_field
 
 KnownAgencies = Mapping[str, str] | Collection[str]
+MAX_DEPTH = 32
 
 __all__ = [
     "Agreement",
@@ -54,7 +56,25 @@ __all__ = [
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that keeps timestamps as text, so marshmallow reports a bad date with its line
-    instead of PyYAML raising on the first one (and JSON documents take the same path)."""
+    instead of PyYAML raising on the first one (and JSON documents take the same path).
+
+    It also refuses aliases (a few lines of nested aliases expand into millions of nodes for the
+    checks to walk) and nesting deeper than MAX_DEPTH (PyYAML recurses once per level, so a deep
+    file would end in RecursionError rather than a reported problem)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise ComposerError(None, None, "aliases (*name) are not allowed", event.start_mark)
+        if self._depth >= MAX_DEPTH:
+            raise ComposerError(None, None, f"nested over {MAX_DEPTH} levels", event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_str)
@@ -76,6 +96,8 @@ def load_agreement_text(text: str, known_agencies: KnownAgencies, *, source: str
         node, data = _parse(text)
     except yaml.YAMLError as exc:
         raise AgreementError([_syntax_problem(source, exc)]) from None
+    except ValueError as exc:  # e.g. an integer longer than Python converts (4300 digits)
+        raise AgreementError([Problem(source, None, "", f"invalid value: {exc}")]) from None
     if node is None:
         raise AgreementError([Problem(source, 1, "", "the file is empty")])
     duplicates = list(_duplicate_keys(node, ()))

@@ -85,4 +85,4 @@ class SubjectAccessesSchema(Schema):
 
 class ExportQuery(StrictSchema):
     format = fields.String(load_default="jsonl", validate=validate.OneOf(["jsonl", "csv"]))
-    from_seq = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    from_seq = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**63 - 1))

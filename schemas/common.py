@@ -29,7 +29,10 @@ class UTCDateTime(fields.AwareDateTime):
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
         if isinstance(value, str) and len(value) > 40:
             raise ValidationError("Not a valid datetime.")
-        return super()._deserialize(value, attr, data, **kwargs).astimezone(UTC)
+        try:
+            return super()._deserialize(value, attr, data, **kwargs).astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+            raise ValidationError("Not a valid datetime.") from None
 
 
 class PageQuery(StrictSchema):

@@ -20,7 +20,7 @@ from gateway import extensions
 from gateway.access import note_access, require_scope
 from gateway.api.base import ApiBlueprint
 from gateway.oauth import Caller
-from gateway.pagination import decode_cursor, encode_cursor
+from gateway.pagination import MAX_POSITION, decode_cursor, encode_cursor
 from gateway.problems import Problem
 from schemas.audit import (
     CheckpointSchema,
@@ -92,6 +92,8 @@ def list_events(query: dict) -> dict:
         filters["subject_id"] = filters.pop("subject")
     note_access(details={k: str(v) for k, v in filters.items()})
     after = decode_cursor(query.get("cursor"), "after")
+    if after is not None and not isinstance(after["after"], int):
+        raise Problem(400, "bad-cursor", detail="The cursor is not one this list issued.")
     rows = audit_query.list_events(
         _session(), filters, after_id=after["after"] if after else None, limit=query["limit"] + 1
     )
@@ -109,7 +111,7 @@ def get_event(seq: int) -> dict:
     require_auditor("read")
     note_access(details={"seq": seq})
     session = _session()
-    event = audit_query.get_event(session, seq)
+    event = audit_query.get_event(session, seq) if seq <= MAX_POSITION else None
     if event is None:
         raise Problem(404, detail="No sealed event has this sequence number.")
     checkpoint = audit_query.latest_checkpoint(session)
@@ -133,6 +135,8 @@ def get_receipt(seq: int) -> dict:
     """A self-contained proof of one access that `python -m audit.verify --receipt` accepts."""
     require_auditor("read")
     note_access(details={"seq": seq})
+    if seq > MAX_POSITION:
+        raise Problem(404, detail="No sealed event has this sequence number.")
     try:
         found = audit_query.receipt(_session(), seq)
     except audit_query.NotCheckpointedYet:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import flask_smorest
 from webargs.flaskparser import FlaskParser
 
@@ -9,6 +12,29 @@ from webargs.flaskparser import FlaskParser
 class StrictParser(FlaskParser):
     # None: let each schema's Meta.unknown (RAISE) decide, in the query string too.
     DEFAULT_UNKNOWN_BY_LOCATION = dict.fromkeys(FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION)
+
+    def _raw_load_json(self, req):  # type: ignore[no-untyped-def]
+        try:
+            data = super()._raw_load_json(req)
+        except RecursionError:  # "[[[[..." nested deeper than json.loads recurses: a 400, not a 500
+            raise json.JSONDecodeError("JSON nested too deeply", "(body)", 0) from None
+        if _has_nul(data):  # "\u0000": PostgreSQL refuses it in text; a 400, not a 503 later
+            raise json.JSONDecodeError("NUL characters are not accepted", "(body)", 0)
+        return data
+
+
+def _has_nul(value: Any) -> bool:
+    stack = [value]  # iterative: the body may be nested as deep as json.loads allowed
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 class ApiBlueprint(flask_smorest.Blueprint):

@@ -1,7 +1,8 @@
 """The partner change feed: poll with the cursor you were given; never miss, never repeat.
 
 One table serves every feed (see `services.changes`); this view shows the caller's entries,
-each rendered as the caller's agreements allow at the time of reading.
+each rendered as the caller's agreements allow at the time of reading. The caseload feed
+(`api.caseload`) is the same feed filtered to other kinds, with the same cursors.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from gateway.access import note_access, require_scope
 from gateway.api.base import ApiBlueprint
 from gateway.models import Agency, Outcome, Referral
 from gateway.pagination import decode_cursor, encode_cursor
+from gateway.services.caseload import CASELOAD_KINDS, case_views
 from gateway.services.changes import changes_for
 from gateway.services.pseudonymisation import keyring
 from gateway.services.referral_disclosure import decide_on_referral, outcome_view, referral_view
@@ -53,7 +55,10 @@ def render_feed(agency_id: int, query: dict, kinds: tuple[str, ...]) -> dict:
     agency = session.get(Agency, agency_id)
     policy, ring = extensions.agreements().current(), keyring(extensions.keys())
     items, subjects = [], set()
-    for change in changes_for(session, agency_id, after, query["limit"], kinds):
+    changes = changes_for(session, agency_id, after, query["limit"], kinds)
+    about = {c.subject_id for c in changes if c.kind in CASELOAD_KINDS and c.subject_id}
+    views = case_views(session, policy, ring, agency, g.purpose, about, now) if about else None
+    for change in changes:
         item = {
             "cursor": encode_cursor({"p": change.position}),
             "kind": change.kind,
@@ -80,7 +85,14 @@ def render_feed(agency_id: int, query: dict, kinds: tuple[str, ...]) -> dict:
                 if outcome_decision is not None and outcome_decision.permitted:
                     outcome = session.get(Outcome, change.outcome_id)
                     item["outcome"] = outcome_view(outcome, referral, outcome_decision, now)
+        if views is not None and change.kind in CASELOAD_KINDS:
+            item["case"] = views.cases.get(change.subject_id)
+            item["subject"] = views.subjects.get(change.subject_id)
+            if item["case"] is not None or item["subject"] is not None:
+                subjects.add(change.subject_id)
         items.append(item)
         after = change.position
     note_access(decision="permit", reason="ok", subject_ids=subjects, details={"after": after})
+    if views is not None:
+        note_access(fields=views.fields)
     return {"items": items, "next_cursor": encode_cursor({"p": after})}

@@ -6,19 +6,17 @@ A referral the caller may not see is answered exactly like one that does not exi
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Response, g, request
-from sqlalchemy.exc import IntegrityError
+from flask import g, request
 
-from gateway import extensions
+from gateway import extensions, idempotency
 from gateway.access import note_access, require_scope
 from gateway.api.base import ApiBlueprint
-from gateway.models import Agency, IdempotentRequest, Referral
+from gateway.models import Agency, Referral
 from gateway.oauth import Caller
 from gateway.pagination import decode_cursor, encode_cursor
 from gateway.problems import Problem
@@ -131,13 +129,13 @@ def create_referral(body: dict) -> Any:
     caller = require_scope("referrals:write")
     note_access(action="create", resource_type="referral")
     key = request.headers.get("Idempotency-Key")
-    fingerprint = hashlib.sha256(
-        json.dumps({"purpose": g.purpose, "body": request.get_json()}, sort_keys=True).encode()
-    ).hexdigest()
     if key is not None:
-        replay = _claim_idempotency_key(caller, key, fingerprint)
-        if replay is not None:
-            return replay
+        stored = idempotency.claim(
+            caller.agency_id, key, idempotency.fingerprint(g.purpose, request.get_json())
+        )
+        if stored is not None:
+            note_access(details={"referral": stored.body.get("ref")})
+            return idempotency.replay(stored)
 
     session = extensions.database().session
     now = _now()
@@ -198,57 +196,9 @@ def create_referral(body: dict) -> Any:
     record, status, headers = _respond(caller, referral, decision, 201)
     headers["Location"] = f"/api/v1/referrals/{referral.id}"
     if key is not None:
-        stored = session.get(IdempotentRequest, (caller.agency_id, key))
-        stored.status, stored.headers = status, headers
-        stored.body = json.loads(json.dumps(ReferralSchema().dump(record)))
+        serialised = json.loads(json.dumps(ReferralSchema().dump(record)))
+        idempotency.remember(caller.agency_id, key, status, serialised, headers)
     return record, status, headers
-
-
-def _claim_idempotency_key(caller: Caller, key: str, fingerprint: str):  # type: ignore[no-untyped-def]
-    """Replay the stored response for a retried key; claim the key for a new request."""
-    if not 1 <= len(key) <= 128 or not key.isprintable():
-        raise Problem(
-            400, "bad-idempotency-key", detail="Idempotency-Key must be 1-128 printable characters."
-        )
-    session = extensions.database().session
-    stored = session.get(IdempotentRequest, (caller.agency_id, key))
-    if stored is None:
-        try:
-            with session.begin_nested():
-                session.add(
-                    IdempotentRequest(
-                        agency_id=caller.agency_id,
-                        key=key,
-                        fingerprint=fingerprint,
-                        status=0,
-                        body={},
-                        headers={},
-                    )
-                )
-            return None
-        except IntegrityError:  # a concurrent request with the same key got there first
-            stored = session.get(IdempotentRequest, (caller.agency_id, key), populate_existing=True)
-    if stored is None or stored.status == 0:
-        raise Problem(
-            409,
-            "idempotency-in-progress",
-            detail="A request with this key is in progress; retry.",
-            headers={"Retry-After": "1"},
-        )
-    if stored.fingerprint != fingerprint:
-        note_access(decision="deny", reason="idempotency_key_reused")
-        raise Problem(
-            422,
-            "idempotency-key-reused",
-            detail="This Idempotency-Key was used with a different request.",
-        )
-    note_access(
-        decision="permit", reason="idempotent_replay", details={"referral": stored.body.get("ref")}
-    )
-    # Already serialised when first sent: replay it as it was, without dumping it again.
-    return Response(
-        json.dumps(stored.body), stored.status, stored.headers, mimetype="application/json"
-    )
 
 
 def _resolve_subject(caller: Caller, ref: str, now: datetime):  # type: ignore[no-untyped-def]

@@ -60,8 +60,8 @@ EXPECTED_AGENCIES = {
     "IG-AUDIT": "ig_audit",
 }
 EXPECTED_SCOPES = {
-    "police": "agreements:read caseload:read metrics:read referrals:read referrals:write "
-    "subjects:read subjects:search",
+    "police": "agreements:read caseload:read caseload:write metrics:read referrals:read "
+    "referrals:write subjects:read subjects:search",
     "nps": "agreements:read caseload:read caseload:write metrics:read referrals:read "
     "referrals:write subjects:read subjects:search",
     "yot": "agreements:read caseload:read caseload:write referrals:read referrals:write "

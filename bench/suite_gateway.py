@@ -1,0 +1,352 @@
+"""Suite `gateway` (issue 8): one full gateway read of a subject under gunicorn on loopback,
+driven by wrk, against a bare Flask + SQLAlchemy endpoint (bench/bare_app.py) on the same
+database with the same gunicorn set-up, rounds interleaved; then a pyinstrument profile of the
+same read in-process, to show what dominates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+from flask.testing import FlaskClient
+
+from bench import bare_app
+from bench.common import (
+    BACKEND_LABEL,
+    BENCH_DIR,
+    ROOT,
+    Deadline,
+    Section,
+    Table,
+    available_backends,
+    ensure_module,
+    ensure_wrk,
+    free_port,
+    median,
+    spread,
+    verdict,
+)
+from bench.profile import profile_tables
+from bench.world import Read, World, choose_read, demo_world, get_each, get_many
+
+TARGET = 0.6  # gateway >= 0.6 x bare requests/s
+LUA = BENCH_DIR / "wrk_read.lua"
+EXTRA_AGREEMENT = BENCH_DIR / "agreements" / "bench-area-profile.yaml"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("gateway suite")
+    group.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                       help="gunicorn sync workers, for both apps (default: nproc)")
+    group.add_argument("--connections", type=int, default=0,
+                       help="wrk connections (default: 2 x workers)")
+    group.add_argument("--duration", type=float, default=3.0, help="seconds per wrk round")
+    group.add_argument("--rounds", type=int, default=5, help="wrk rounds per app")
+    group.add_argument("--seal-in-process", choices=("0", "1"), default="1",
+                       help="GATEWAY_AUDIT_SEAL_IN_PROCESS for the gateway (1: the shipped "
+                            "default, a sealer thread per worker)")
+    group.add_argument("--profile-requests", type=int, default=1500,
+                       help="requests profiled in-process with pyinstrument")
+
+
+def run(args: argparse.Namespace) -> Section:
+    wrk = ensure_wrk()
+    ensure_module("pyinstrument", "pyinstrument")
+    section = Section("gateway")
+    backends, skipped = available_backends(args.backends)
+    section.notes += skipped
+    connections = args.connections or 2 * args.workers
+    targets = Table("Target (issue 8)", ["measure", "target", "backend", "figure", "result"])
+    load = Table(
+        f"GET one subject under gunicorn ({args.workers} sync workers, 127.0.0.1), wrk 1 thread "
+        f"x {connections} connections, {args.rounds} rounds x {args.duration:g} s per app, "
+        "interleaved (medians)",
+        ["backend", "app", "requests/s", "rounds (req/s)", "p50", "p99", "non-2xx",
+         "gateway / bare"],
+    )
+    in_process = Table(
+        "The same reads in-process, one thread, no gunicorn (Flask test client, 5 interleaved "
+        "rounds x 100 requests; median of the rounds' median latencies)",
+        ["backend", "endpoint", "us/request", "round medians", "x bare",
+         "SQL statements/request"],
+    )
+    section.tables += [targets, load, in_process]
+    for backend in backends:
+        label = BACKEND_LABEL[backend]
+        with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp, \
+                demo_world(backend, Path(tmp) / "world", subjects=args.subjects) as world:
+            read = choose_read(world)
+            results = _load(world, read, wrk, args, connections, Path(tmp))
+            gateway_rps = median([r.rps for r in results["gateway"]])
+            bare_rps = median([r.rps for r in results["bare"]])
+            ratio = gateway_rps / bare_rps
+            for app in ("gateway", "bare", "single"):
+                rounds = results.get(app)
+                if not rounds:
+                    continue
+                load.add(label, _app_label(app, read), f"{median([r.rps for r in rounds]):,.0f}",
+                         spread([r.rps for r in rounds]),
+                         f"{median([r.p50_ms for r in rounds]):.1f} ms",
+                         f"{median([r.p99_ms for r in rounds]):.1f} ms",
+                         sum(r.non2xx for r in rounds),
+                         f"{median([r.rps for r in rounds]) / bare_rps:.2f}"
+                         if app != "bare" else "")
+            targets.add("gateway requests/s vs bare Flask + SQLAlchemy", ">= 0.6 x", label,
+                        f"{ratio:.2f} x", verdict(ratio >= TARGET))
+            section.notes.append(f"{label}: {read.why}; {results['audit_note']}")
+            profiled = _profile(world, read, args.profile_requests, label)
+            section.tables += profiled
+            _in_process(world, read, label, in_process)
+    load.notes += [
+        "Gateway: token check (ES256 at+jwt, verified-signature cache), revocation and client "
+        "lookups, purpose, agreement decision, load (the subject plus one selectinload per "
+        "related collection), disclosure, "
+        "marshmallow serialisation, one audit event (+ subject rows) in the same transaction, "
+        f"GATEWAY_AUDIT_SEAL_IN_PROCESS={args.seal_in_process}. Bare: bench/bare_app.py, one "
+        "SELECT of the subject row and one INSERT, committed.",
+        "gunicorn sync workers close the connection after every response, so wrk reconnects "
+        "for every request against both apps alike.",
+        "SQLite only: the gateway is also run on a single worker with the same connections, "
+        "to show whether a second worker helps or hurts (the target compares equal workers).",
+    ]
+    in_process.notes.append(
+        "The pseudonymised read loads bench/agreements/bench-area-profile.yaml (providers may "
+        "read Birmingham subjects pseudonymised) into the world after the load test; each such "
+        "read also upserts its pseudonym into pseudonym_index.")
+    return section
+
+
+def _app_label(app: str, read: Read) -> str:
+    if app == "bare":
+        return "bare Flask + SQLAlchemy (read 1 row, insert 1 row)"
+    if app == "single":
+        return "the same gateway on 1 worker (3 rounds, after the others)"
+    return f"gateway GET /api/v1/subjects/{{ref}} as {read.agency} ({read.level})"
+
+
+# --- the load test ---------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non2xx: int
+    requests: int
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    port: int
+    log: Path
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(self.command, env=self.env, cwd=ROOT,
+                                            stdout=subprocess.DEVNULL, stderr=log)
+        deadline = Deadline(60)
+        while not deadline.passed():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.base + "/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer /healthz within 60 s")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def gunicorn(app: str, port: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
+            str(workers), "--worker-class", "sync", "--log-level", "warning",
+            "--graceful-timeout", "5", app]
+
+
+def run_wrk(wrk: str, server: Server, paths: Sequence[str], headers: dict[str, str],
+            seconds: float, connections: int) -> WrkResult:
+    env = {**os.environ, "BENCH_PATHS": ",".join(paths),
+           "BENCH_AUTHORIZATION": headers.get("Authorization", ""),
+           "BENCH_PURPOSE": headers.get("X-Purpose", "")}
+    command = [wrk, "-t", "1", "-c", str(connections), "-d", f"{seconds:g}s", "--timeout", "10s",
+               "-s", str(LUA), server.base + "/"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True,
+                          timeout=seconds + 60, check=False)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout} {done.stderr}")
+    data = json.loads(line.removeprefix("BENCH_JSON "))
+    errors = data["connect_errors"] + data["read_errors"] + data["write_errors"]
+    if data["non2xx"] > data["requests"] * 0.01 or errors > data["requests"] * 0.01:
+        raise RuntimeError(f"{server.name}: too many failures under load: {data}; log: "
+                           f"{server.log.read_text()[-2000:]}")
+    return WrkResult(rps=data["requests"] / (data["duration_us"] / 1e6),
+                     p50_ms=data["p50_us"] / 1000, p99_ms=data["p99_us"] / 1000,
+                     non2xx=data["non2xx"], requests=data["requests"])
+
+
+def _check(server: Server, path: str, headers: dict[str, str]) -> None:
+    request = urllib.request.Request(server.base + path, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = json.loads(response.read())
+        if response.status != 200 or not body:
+            raise RuntimeError(f"{server.name} {path}: {response.status} {body}")
+
+
+def _load(world: World, read: Read, wrk: str, args: argparse.Namespace, connections: int,
+          tmp: Path) -> dict:
+    bare_app.create_tables(world.url)
+    headers = {"Authorization": f"Bearer {world.token(read.agency)}", "X-Purpose": read.purpose}
+    gateway_port, bare_port = free_port(), free_port()
+    servers = {
+        "gateway": Server("gateway", gunicorn("wsgi:app", gateway_port, args.workers),
+                          world.server_env(GATEWAY_AUDIT_SEAL_IN_PROCESS=args.seal_in_process),
+                          gateway_port, tmp / "gateway.log"),
+        "bare": Server("bare", gunicorn("bench.bare_app:create_app()", bare_port, args.workers),
+                       {**os.environ, "BENCH_DATABASE_URL": world.url, "PYTHONPATH": str(ROOT)},
+                       bare_port, tmp / "bare.log"),
+    }
+    requests = {
+        "gateway": (read.paths("/api/v1/subjects/"), headers),
+        "bare": ([f"/subjects/{s}" for s in read.subject_ids], {}),
+    }
+    results: dict = {"gateway": [], "bare": []}
+    try:
+        for server in servers.values():
+            server.start()
+        for name, server in servers.items():
+            paths, hdrs = requests[name]
+            _check(server, paths[0], hdrs)
+            run_wrk(wrk, server, paths, hdrs, 2, connections)  # warm-up
+        for round_no in range(args.rounds):
+            order = ("gateway", "bare") if round_no % 2 == 0 else ("bare", "gateway")
+            for name in order:
+                paths, hdrs = requests[name]
+                results[name].append(run_wrk(wrk, servers[name], paths, hdrs, args.duration,
+                                             connections))
+                time.sleep(1.0)  # let the gateway's sealer catch up before the next round
+        if world.backend == "sqlite" and args.workers > 1:
+            # Does the gateway scale with workers on SQLite? The same load on one worker.
+            servers["gateway"].stop()
+            port = free_port()
+            single = servers["single"] = Server(
+                "gateway, 1 worker", gunicorn("wsgi:app", port, 1),
+                world.server_env(GATEWAY_AUDIT_SEAL_IN_PROCESS=args.seal_in_process), port,
+                tmp / "gateway-1.log")
+            single.start()
+            paths, hdrs = requests["gateway"]
+            run_wrk(wrk, single, paths, hdrs, 1, connections)  # warm-up
+            results["single"] = [run_wrk(wrk, single, paths, hdrs, args.duration, connections)
+                                 for _ in range(3)]
+    finally:
+        for server in servers.values():
+            server.stop()
+    with world.app.app_context():
+        engine = world.app.extensions["gateway.db"].engine
+        with engine.connect() as conn:
+            events = conn.execute(sa.text("SELECT count(*) FROM audit_events")).scalar()
+            sealed = conn.execute(sa.text("SELECT count(*) FROM audit_leaves")).scalar()
+    served = sum(r.requests for r in results["gateway"])
+    results["audit_note"] = (f"{events:,} audit events written in all ({served:,} in the timed "
+                             f"gateway rounds), {sealed:,} sealed by the workers' sealers")
+    return results
+
+
+# --- in-process: profile, and the cost of a pseudonymised read ------------------------------
+
+
+def _profile(world: World, read: Read, requests: int, label: str) -> list[Table]:
+    from pyinstrument import Profiler
+
+    client = world.app.test_client()
+    headers = {"Authorization": f"Bearer {world.token(read.agency)}", "X-Purpose": read.purpose}
+    paths = read.paths()
+    get_many(client, paths, headers, 200)  # warm-up
+    profiler = Profiler(interval=0.001)
+    profiler.start()
+    try:
+        seconds = get_many(client, paths, headers, requests)
+    finally:
+        profiler.stop()
+    return profile_tables(profiler.last_session, ROOT, label, requests, seconds)
+
+
+def _in_process(world: World, identified: Read, label: str, table: Table) -> None:
+    """Single-threaded cost per request, without gunicorn or lock contention: bare, gateway
+    identified and (under the bench-only agreement) gateway pseudonymised, interleaved."""
+    world.load_agreements([EXTRA_AGREEMENT])
+    pseudonymised = choose_read(world)
+    bare = bare_app.create_app(world.url)
+    candidates: dict[str, tuple[FlaskClient, list[str], dict[str, str], sa.Engine]] = {
+        "bare Flask + SQLAlchemy": (bare.test_client(),
+                                    [f"/subjects/{s}" for s in identified.subject_ids], {},
+                                    bare.extensions["bench.engine"]),
+    }
+    engine = world.app.extensions["gateway.db"].engine
+    for read in (identified, pseudonymised):
+        if read.level == "pseudonymised" or read is identified:
+            headers = {"Authorization": f"Bearer {world.token(read.agency)}",
+                       "X-Purpose": read.purpose}
+            candidates[f"gateway, {read.agency} {read.level} ({read.purpose})"] = (
+                world.app.test_client(), read.paths(), headers, engine)
+    statements: dict[str, float] = {}
+    for name, (client, paths, headers, db) in candidates.items():
+        get_many(client, paths, headers, 100)  # warm-up
+        counter = _StatementCounter()
+        sa.event.listen(db, "before_cursor_execute", counter)
+        try:
+            get_many(client, paths, headers, 100)
+        finally:
+            sa.event.remove(db, "before_cursor_execute", counter)
+        statements[name] = counter.count / 100
+    timings: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(5):
+        for name, (client, paths, headers, _db) in candidates.items():
+            timings[name].append(median(get_each(client, paths, headers, 100)))
+    base = median(timings["bare Flask + SQLAlchemy"])
+    for name in candidates:
+        value = median(timings[name])
+        table.add(label, name, f"{value:,.0f}", spread(timings[name]), f"{value / base:.2f}",
+                  f"{statements[name]:.1f}")
+    if pseudonymised.level != "pseudonymised":
+        table.add(label, "gateway pseudonymised: no grant allows one", "-", "-", "-", "-")
+    bare.extensions["bench.engine"].dispose()
+
+
+class _StatementCounter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, *args: object) -> None:
+        self.count += 1
