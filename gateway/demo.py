@@ -45,6 +45,7 @@ from gateway.models import (
     CohortMembership,
     Management,
     Need,
+    Offence,
     PolicingUnit,
     RiskAssessment,
     Subject,
@@ -325,6 +326,24 @@ _MIN_COHORT_AGE = 12
 _PRE_CJ_SHARE = 0.35
 
 
+# Acquisitive crime and drugs dominate IOM cohorts' offending (the seed's risk matrix).
+_OFFENCE_TYPES = (
+    "shoplifting",
+    "burglary_dwelling",
+    "burglary_other",
+    "theft_from_vehicle",
+    "theft_of_vehicle",
+    "other_theft",
+    "drug_offence",
+    "violence_without_injury",
+    "violence_with_injury",
+    "criminal_damage",
+    "robbery",
+    "fraud",
+)
+_OFFENCE_WEIGHTS = (24, 10, 6, 8, 4, 12, 12, 8, 5, 6, 3, 2)
+
+
 def reoffending_band(score: int) -> str:
     if score < 25:
         return "low"
@@ -374,6 +393,8 @@ def load_demo(
     generator = _Generator(seed, today or date.today(), agency_ids)
     session.add_all(generator.people(subjects))
     session.flush()
+    session.add_all(generator.offence_rows)
+    session.flush()
     return issued
 
 
@@ -409,6 +430,8 @@ class _Generator:
     def __init__(self, seed: int, today: date, agency_ids: dict[str, int]) -> None:
         # Reproducible synthetic data, not secrets: a seeded PRNG is the point.
         self.rng = random.Random(seed)  # noqa: S311
+        self.offence_rng = random.Random(seed + 1)  # noqa: S311
+        self.offence_rows: list[Offence] = []  # inserted after the subjects they refer to
         self.fake = Faker("en_GB")
         self.fake.seed_instance(seed)
         self.today = today
@@ -564,6 +587,7 @@ class _Generator:
         self._identifiers_and_management(person, cohorts)
         if any(c.cohort == "DA" for c in cohorts):
             self._victims(person)
+        self._offences(person)
 
     def _cohorts(self, person: _Person) -> list[CohortMembership]:
         rng = self.rng
@@ -728,6 +752,42 @@ class _Generator:
             start_date=start,
             end_date=end,
         )
+
+    def _offences(self, person: _Person) -> None:
+        """Further offences around the person's first case start, so the performance figures
+        have something to count: most had offended in the year before; fewer do after.
+
+        Drawn from a separate random stream so adding them changed no other demo data."""
+        rng = self.offence_rng
+        cases = []
+        for row in reversed(self.rows):  # this person's rows are the most recent ones
+            if isinstance(row, Subject):
+                break
+            if isinstance(row, Management):
+                cases.append(row)
+        if not cases:
+            return
+        first = min(cases, key=lambda case: case.start_date)
+        windows = (
+            (0.75, first.start_date - timedelta(days=365), first.start_date),
+            (0.35, first.start_date + timedelta(days=1), first.start_date + timedelta(days=365)),
+        )
+        for share, low, high in windows:
+            high = min(high, self.today)
+            if high < low or rng.random() >= share:
+                continue
+            for number in range(rng.choices((1, 2, 3, 4), weights=(50, 25, 15, 10))[0]):
+                day = low + timedelta(days=rng.randrange((high - low).days + 1))
+                self.offence_rows.append(
+                    Offence(
+                        subject_id=person.id,
+                        offence_type=rng.choices(_OFFENCE_TYPES, weights=_OFFENCE_WEIGHTS)[0],
+                        offence_date=day,
+                        source="caseload",
+                        source_ref=f"demo:{person.id}:{day.isoformat()}:{number}",
+                        reported_by_agency_id=first.agency_id,
+                    )
+                )
 
     def _victims(self, person: _Person) -> None:
         if person.age < 18:
