@@ -60,7 +60,7 @@ from gateway.models import (
     SubjectIdentifier,
     new_uuid,
 )
-from gateway.services.changes import record_change
+from gateway.services.changes import NewChange, record_changes
 from gateway.services.decisions import decide_on_subject, disclose_subjects
 from gateway.services.pseudonymisation import pseudonyms_for
 from gateway.services.subjects import age_on, load_subjects, record_context
@@ -819,16 +819,14 @@ def _apply(
     for key in known_offences:
         writes.offences.pop(key, None)  # sent before: recorded once
     _flush(session, writes, people, now)
-    for kind, subject_id, audience, detail in writes.changes:
-        record_change(
-            session,
-            kind,
-            audience=audience,
-            subject_id=subject_id,
-            by_agency_id=agency.id,
-            detail=detail,
-        )
-        report.changes += 1
+    record_changes(
+        session,
+        [
+            NewChange(kind, frozenset(audience), subject_id, by_agency_id=agency.id, detail=detail)
+            for kind, subject_id, audience, detail in writes.changes
+        ],
+    )
+    report.changes += len(writes.changes)
 
 
 def _new_subject(plan: _Plan, now: datetime) -> dict[str, Any]:
@@ -1071,17 +1069,19 @@ def _end_cases(
         )
     report.ended = [local_id for _, local_id, _ in ending]
     report.ended_subjects = {subject_id for _, _, subject_id in ending}
-    for subject_id in sorted(report.ended_subjects):
-        if managers.get(subject_id):
-            record_change(
-                session,
-                SUBJECT_UPDATED,
-                audience=managers[subject_id],
-                subject_id=subject_id,
-                by_agency_id=batch.agency.id,
-                detail={"by": batch.agency.code, "changed": ["case_closed"]},
-            )
-            report.changes += 1
+    closed = [
+        NewChange(
+            SUBJECT_UPDATED,
+            frozenset(managers[subject_id]),
+            subject_id,
+            by_agency_id=batch.agency.id,
+            detail={"by": batch.agency.code, "changed": ["case_closed"]},
+        )
+        for subject_id in sorted(report.ended_subjects)
+        if managers.get(subject_id)
+    ]
+    record_changes(session, closed)
+    report.changes += len(closed)
 
 
 def _chunks(values: list[Any], size: int = MAX_PARAMETERS) -> Iterator[list[Any]]:
