@@ -35,6 +35,7 @@ rounds, and what matters is the ratio to the baseline measured in the same run, 
 absolute number. Targets are reported as PASS/MISS, never asserted.
 """
 BLOCK = re.compile(r"<!-- bench:begin (\w+) -->\n(.*?)<!-- bench:end \1 -->\n", re.S)
+FAILURE = re.compile(r"\n> \*\*The latest run of this suite failed\*\*.*?\n", re.S)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             section = SUITES[name].run(args)
         except Exception:  # one broken suite must not lose the others' figures
             failed = True
-            section = Section(name, notes=["FAILED:\n\n```\n" + traceback.format_exc() + "```"])
+            section = Section(name, failed=traceback.format_exc().strip().splitlines()[-1])
             traceback.print_exc()
         section.seconds = time.monotonic() - began
         sections[name] = (section, context)
@@ -104,7 +105,8 @@ def code_version() -> str:
                                cwd=ROOT, text=True, capture_output=True, timeout=10,
                                check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return f"{ROOT} (not a git checkout)"
+        # e.g. a `git archive` snapshot; BENCH_CODE_LABEL can say which commit it is
+        return os.environ.get("BENCH_CODE_LABEL", f"{ROOT} (not a git checkout)")
     return f"{head}" + (" with uncommitted changes in the working tree" if dirty else "")
 
 
@@ -114,6 +116,8 @@ def print_section(section: Section) -> None:
         print(table.text(), end="")
     for note in section.notes:
         print(f"note: {note}")
+    if section.failed is not None:
+        print(f"FAILED: {section.failed}")
     print(f"({section.name}: {section.seconds:.0f} s)")
 
 
@@ -122,14 +126,25 @@ def render_section(section: Section, context: str) -> str:
     for table in section.tables:
         parts += [table.markdown()]
     parts += [f"- {note}" for note in section.notes]
+    if section.failed is not None:
+        parts += [f"- FAILED: `{section.failed}`"]
     return "\n".join(parts).rstrip() + "\n\n"
 
 
 def write_results(path: Path, sections: dict[str, tuple[Section, str]]) -> None:
+    """Rewrite the sections of the suites that ran. A suite that failed keeps its previous
+    figures under a warning, so a broken run never erases the last good one."""
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     blocks = dict(BLOCK.findall(old))
     for name, (section, context) in sections.items():
-        blocks[name] = render_section(section, context)
+        if section.failed is None or name not in blocks:
+            blocks[name] = render_section(section, context)
+            continue
+        previous = FAILURE.sub("", blocks[name])
+        heading, _, rest = previous.partition("\n")
+        warning = (f"> **The latest run of this suite failed** ({context.splitlines()[1].strip()}, "
+                   f"`{section.failed}`); the figures below are from the run before it.\n")
+        blocks[name] = f"{heading}\n\n{warning}{rest}"
     out = [HEADER]
     order = ["notes", *SUITES]
     for name in order + sorted(set(blocks) - set(order)):

@@ -71,6 +71,7 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    failed: str | None = None  # the exception line, when the suite could not finish
 
 
 def verdict(ok: bool) -> str:

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> Section:
     )
     in_process = Table(
         "The same reads in-process, one thread, no gunicorn (Flask test client, 5 interleaved "
-        "rounds x 100 requests; median of the rounds' median latencies)",
+        "rounds x 100 requests per endpoint; median of the rounds' median latencies)",
         ["backend", "endpoint", "us/request", "round medians", "x bare",
          "SQL statements/request"],
     )
@@ -124,7 +124,9 @@ def run(args: argparse.Namespace) -> Section:
     in_process.notes.append(
         "The pseudonymised read loads bench/agreements/bench-area-profile.yaml (providers may "
         "read Birmingham subjects pseudonymised) into the world after the load test; each such "
-        "read also upserts its pseudonym into pseudonym_index.")
+        "read also upserts its pseudonym into pseudonym_index. The endpoints take turns by "
+        "blocks of 100, not request by request: on SQLite every switch between the two apps' "
+        "connections would throw away each connection's page cache.")
     return section
 
 

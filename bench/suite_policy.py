@@ -157,8 +157,10 @@ def _per_caller(policy: PolicySet, workload: list[Request], now: datetime) -> Ta
         rate = median(rates)
         table.add(f"{agency}, {purpose}", len(batch), f"{permitted:.0%}", fmt_rate(rate),
                   f"{1e6 / rate:.2f}")
-    table.notes.append("Denials cost more than permits: they collect a reason for every "
-                       "candidate grant and for the caller's other grants on the resource.")
+    table.notes.append("The cost follows the grants evaluated: a permit also builds the field "
+                       "map (WMP, many fields, is the dearest), a denial builds a reason for "
+                       "each candidate and other grant, a caller with no grant on subjects is "
+                       "a lookup and little else.")
     return table
 
 

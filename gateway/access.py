@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
-from flask import Response, g, request
+from flask import Response, current_app, g, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.events import MAX_SAFE_INTEGER, AuditEvent, EventKind
@@ -113,8 +113,24 @@ def begin_api_request() -> None:
             400, "bad-on-behalf-of", detail="X-On-Behalf-Of must be 1-128 plain characters."
         )
 
+    if request.args and not _declares_query(request.endpoint):
+        unknown = {name: ["Unknown field."] for name in list(request.args)[:20]}
+        raise Problem(
+            422, detail="This operation takes no query parameters.", errors={"query": unknown}
+        )
+
     if request.method in BODY_METHODS and request.content_length != 0 and not request.is_json:
         raise Problem(415, detail="Send the body as application/json.")
+
+
+def _declares_query(endpoint: str | None) -> bool:
+    """Whether the operation documents query parameters; the strict parser rejects unknown
+    ones there, and an operation with none must not silently ignore a query string."""
+    view = current_app.view_functions.get(endpoint) if endpoint else None
+    if view is None:
+        return True  # routing fails with its own 404/405
+    parameters = (getattr(view, "_apidoc", {}).get("arguments") or {}).get("parameters", [])
+    return any(parameter.get("in") == "query" for parameter in parameters)
 
 
 def require_scope(scope: str) -> Caller:

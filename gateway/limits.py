@@ -13,13 +13,13 @@ A limit is any Flask-Limiter string, several separated by ";" ("10 per second; 6
 minute"); "off" disables that limit. The limits are read from `app.config` on every request,
 so they can be changed at run time.
 
-Where this sits in the request path matters twice over. The check runs after
-`access.begin_request`, so the key is the client the token proves (a forged or copied
-`client_id` claim cannot spend someone else's allowance), and a refused request is a problem
-like any other: `access.finish_request` audits the 429, the token endpoint's 429 as a refused
-token request. `init_rate_limits` must therefore be called after
-`app.before_request(access.begin_request)`. Consequence: API requests refused at
-authentication (401) are not counted, since they never reach the check.
+Where this sits in the request path matters twice over. The check runs right after
+`access.begin_request` (as part of the same hook), so the key is the client the token proves
+(a forged or copied `client_id` claim cannot spend someone else's allowance), and the request
+state exists, so a 429 is a problem like any other: `access.finish_request` audits it, the
+token endpoint's 429 as a refused token request. It also runs when `begin_request` refuses
+the request (bad token, unknown purpose): those count too, by address when there is no
+client. `init_rate_limits` must be called after `app.before_request(access.begin_request)`.
 
 If Redis becomes unreachable the limits are enforced per worker in memory until it is back,
 rather than failing every request.
@@ -89,9 +89,32 @@ def init_rate_limits(app: Flask) -> Limiter:
         request_identifier=lambda: request.endpoint or "unrouted",
     )
     limiter.init_app(app)
+    _check_with_authentication(app, limiter)
     app.register_error_handler(RateLimitExceeded, _too_many_requests)
     app.extensions[EXTENSION] = limiter
     return limiter
+
+
+def _check_with_authentication(app: Flask, limiter: Limiter) -> None:
+    """Run the limit check as part of `access.begin_request`, also when it refuses.
+
+    Flask-Limiter checks in a before_request hook of its own, and Flask skips the remaining
+    hooks once one raises: requests that `begin_request` refuses (a bad or revoked token, a
+    missing or unknown purpose) would never be counted, so flooding with them would be free.
+    Here they count, against the client when the token was good and the address when not."""
+    hooks = app.before_request_funcs[None]
+    hooks.remove(limiter._check_request_limit)  # Flask-Limiter 4 has no public check()
+    position = hooks.index(access.begin_request)
+
+    def begin_request_and_limit() -> None:
+        try:
+            access.begin_request()
+        except Problem:
+            limiter._check_request_limit()  # a 429 here replaces the refusal
+            raise
+        limiter._check_request_limit()
+
+    hooks[position] = begin_request_and_limit
 
 
 def _parse(name: str, value: str) -> None:

@@ -140,8 +140,8 @@ def _resource_rules(
     grant: Mapping[str, Any], at: FieldPath, kinds: Mapping[str, str | None]
 ) -> Iterator[Finding]:
     resource = grant.get("resource")
-    if resource not in RESOURCE_ACTIONS:
-        return  # the schema reports an unknown or missing resource
+    if not isinstance(resource, str) or resource not in RESOURCE_ACTIONS:
+        return  # the schema reports an unknown or missing resource (or a list: unhashable)
     supported = RESOURCE_ACTIONS[resource]
     for j, action in _items(grant, "actions"):
         if action in ACTIONS and action not in supported:

@@ -24,7 +24,7 @@ from policies.vocabulary import (
     RESOURCES,
 )
 
-SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*\Z"  # \Z: "$" would let a trailing newline through
 _slug = validate.Regexp(SLUG, error="must be a lower-case slug such as core-iom")
 _text = validate.Length(min=1, error="must not be empty")
 

@@ -107,7 +107,7 @@ class ReferralCreateSchema(StrictSchema):
         validate=validate.Length(min=1, max=64),
         metadata={"description": "Your reference for the person (id or pseudonym)"},
     )
-    to_agency = fields.String(required=True, validate=validate.Regexp(r"^[A-Z][A-Z0-9-]{1,31}$"))
+    to_agency = fields.String(required=True, validate=validate.Regexp(r"^[A-Z][A-Z0-9-]{1,31}\Z"))
     service = fields.String(required=True, validate=validate.OneOf(SERVICES))
     pathways = fields.List(
         fields.String(validate=validate.OneOf(PATHWAYS)),

@@ -16,6 +16,7 @@ from gateway.access import note_access, require_scope
 from gateway.api.base import ApiBlueprint
 from gateway.models import Agency, Outcome, Referral
 from gateway.pagination import decode_cursor, encode_cursor
+from gateway.problems import Problem
 from gateway.services.caseload import CASELOAD_KINDS, case_views
 from gateway.services.changes import changes_for
 from gateway.services.pseudonymisation import keyring
@@ -51,7 +52,9 @@ def render_feed(agency_id: int, query: dict, kinds: tuple[str, ...]) -> dict:
     now = datetime.now(UTC)
     mark_overdue(session, agency_id, now)
     position = decode_cursor(query.get("since"), "p")
-    after = int(position["p"]) if position else 0
+    if position is not None and type(position["p"]) is not int:
+        raise Problem(400, "bad-cursor", detail="The cursor is not one this feed issued.")
+    after = position["p"] if position else 0
     agency = session.get(Agency, agency_id)
     policy, ring = extensions.agreements().current(), keyring(extensions.keys())
     items, subjects = [], set()

@@ -21,7 +21,7 @@ from gateway.credentials import hash_secret, new_client_secret
 from gateway.models import AGENCY_KINDS, Agency, ApiClient
 from gateway.oauth import SCOPES
 
-AGENCY_CODE = re.compile(r"^[A-Z][A-Z0-9-]{1,31}$")
+AGENCY_CODE = re.compile(r"[A-Z][A-Z0-9-]{1,31}")
 
 
 class RegistryError(ValueError):
@@ -54,7 +54,7 @@ def audit_admin(
 
 
 def add_agency(session: Session, code: str, name: str, kind: str, areas: list[str]) -> Agency:
-    if not AGENCY_CODE.match(code):
+    if not AGENCY_CODE.fullmatch(code):
         raise RegistryError(f"agency code {code!r} must match {AGENCY_CODE.pattern}")
     if kind not in AGENCY_KINDS:
         raise RegistryError(f"agency kind {kind!r} is not one of {', '.join(AGENCY_KINDS)}")

@@ -161,10 +161,6 @@ class Operation:
         schema = content.get("application/json", {}).get("schema")
         return resolve(self.root, schema) if schema else None
 
-    @property
-    def scopes_hint(self) -> str:
-        return self.path.split("/")[3]
-
 
 def resolve(root: dict, schema: dict) -> dict:
     while "$ref" in schema:
@@ -203,7 +199,7 @@ def data_row_counts(session) -> dict[str, int]:  # type: ignore[no-untyped-def]
     return {
         t.name: session.scalar(sa.select(sa.func.count()).select_from(t))
         for t in tables
-        if not t.name.startswith("audit_") and t.name not in ("used_client_assertions",)
+        if not t.name.startswith("audit_")
     }
 
 
@@ -226,10 +222,6 @@ def purposes_by_agency(world, policy) -> dict[str, tuple[str, ...]]:
         named = {p.code for a in policy.agreements if agency in a.party_codes for p in a.purposes}
         found[agency] = tuple(sorted(named or BUILTIN_PURPOSES))
     return found
-
-
-def bearer(token: str, purpose: str, **extra: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}", "X-Purpose": purpose, **extra}
 
 
 def list_all(

@@ -103,7 +103,9 @@ def bodies_target() -> None:
     from gateway.migrate import upgrade
     from tests.security.conftest import minimal_instance, resolve
 
-    directory = Path(tempfile.mkdtemp(prefix="iomgw-fuzz-"))
+    # libFuzzer ends the process: the caller owns (and cleans) the working directory
+    directory = Path(os.environ.get("FUZZ_WORKDIR") or tempfile.mkdtemp(prefix="iomgw-fuzz-"))
+    directory.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{directory / 'fuzz.db'}"
     upgrade(url)
     config = Config(

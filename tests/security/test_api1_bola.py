@@ -125,6 +125,10 @@ def sample_refs(seeded, db, collection: str) -> list[str]:  # type: ignore[no-un
     for agency in sorted(by_owner):
         ordered = sorted(by_owner[agency], key=lambda r: stable_choice((r,), agency, r) + r)
         chosen.extend(r for r in ordered[:PER_OWNER] if r not in chosen)
+    if collection.endswith("/subjects"):  # and the pseudonyms recipients were given, anywhere
+        for _key, items in sorted(seeded.visible.items()):
+            given = sorted(set(pseudonyms_in(items)))[:PER_OWNER]
+            chosen.extend(r for r in given if r not in chosen)
     table = Base.metadata.tables.get(collection.rsplit("/", 1)[-1])
     if table is not None and len(table.primary_key.columns) == 1:
         column = next(iter(table.primary_key.columns))
@@ -133,6 +137,16 @@ def sample_refs(seeded, db, collection: str) -> list[str]:  # type: ignore[no-un
         )
         chosen.extend(str(v) for v in unlisted)
     return chosen
+
+
+def pseudonyms_in(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if value.startswith("psn") else []
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in pseudonyms_in(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in pseudonyms_in(v)]
+    return []
 
 
 def test_objects_are_released_only_under_an_agreement(
@@ -169,6 +183,7 @@ def test_objects_are_released_only_under_an_agreement(
                         f"{agency} ({purpose}) can tell {collection}/{ref} exists"
                     )
     assert released, "no agency could read anything: the test would prove nothing"
+    assert any(r.startswith("psn") for r in sample_refs(seeded, db, f"{API}/subjects"))
     figures.notes["released"] += released
     figures.notes["collections_without_oracle"] = len(oracle.unknown)
 

@@ -248,13 +248,6 @@ def test_tampered_cursors_are_refused_not_failed(api, operations, baseline, figu
             assert response.status_code == 400, (operation.label, position, response.status_code)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="FINDING (not fixed: gateway/api/changes.py is being written): a cursor whose "
-    "position is a string where the feed keeps an integer ({'p': 'x'}) reaches "
-    "int(position['p']) in render_feed: a 500 on GET /changes and GET /caseload/changes",
-)
 def test_cursor_positions_of_the_wrong_type_are_refused(api, operations, baseline, figures):
     failures = []
     for operation, name, keys in cursor_operations(operations, baseline, api):
