@@ -32,7 +32,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy.exc import IntegrityError
 
 from gateway.keys import TOKEN_ALGORITHM, KeyStore
-from gateway.models import ApiClient, RevokedToken, UsedClientAssertion
+from gateway.models import Agency, ApiClient, RevokedToken, UsedClientAssertion
 
 ACCESS_TOKEN_ALGORITHMS = [TOKEN_ALGORITHM]
 CLIENT_ASSERTION_ALGORITHMS = ["ES256", "ES384", "PS256", "RS256"]
@@ -256,19 +256,36 @@ class OAuth:
     def authenticate(self) -> Caller:
         """The caller behind this request's bearer token; raises authlib's OAuth2Error."""
         token = self.protector.validate_request(None, FlaskJsonRequest(request))
-        session = _session()
-        if session.get(RevokedToken, token["jti"]) is not None:
-            raise InvalidTokenError(realm=self.validator.realm, description="token revoked")
-        client = session.scalar(
-            sa.select(ApiClient).where(ApiClient.client_id == token["client_id"])
+        # One round trip: the client with its agency, and whether this jti was revoked.
+        revoked = sa.exists().where(RevokedToken.jti == token["jti"])
+        row = (
+            _session()
+            .execute(
+                sa.select(
+                    ApiClient.revoked_at,
+                    Agency.id,
+                    Agency.code,
+                    Agency.kind,
+                    Agency.suspended_at,
+                    revoked,
+                )
+                .join(Agency, Agency.id == ApiClient.agency_id)
+                .where(ApiClient.client_id == token["client_id"])
+            )
+            .first()
         )
-        if client is None or not client.active or client.agency.code != token["agency"]:
+        if row is None:
+            raise InvalidTokenError(realm=self.validator.realm, description="client not active")
+        client_revoked, agency_id, agency_code, agency_kind, suspended, token_revoked = row
+        if token_revoked:
+            raise InvalidTokenError(realm=self.validator.realm, description="token revoked")
+        if client_revoked or suspended or agency_code != token["agency"]:
             raise InvalidTokenError(realm=self.validator.realm, description="client not active")
         return Caller(
-            client_id=client.client_id,
-            agency_id=client.agency_id,
-            agency_code=client.agency.code,
-            agency_kind=client.agency.kind,
+            client_id=token["client_id"],
+            agency_id=agency_id,
+            agency_code=agency_code,
+            agency_kind=agency_kind,
             scopes=frozenset(str(token.get("scope") or "").split()),
             jti=token["jti"],
         )
