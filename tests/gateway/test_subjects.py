@@ -29,32 +29,9 @@ IDENTIFYING = (
 )
 
 # A test-only agreement: housing and mentoring see Birmingham subjects pseudonymised.
-PSEUDONYMISED_AGREEMENT = """
-id: test-area-profile
-version: 1
-title: Test - pseudonymised area profiles for providers
-parties:
-  - {agency: WMP, role: controller}
-  - {agency: VSP-HOUSING, role: recipient}
-  - {agency: VSP-MENTOR, role: recipient}
-purposes:
-  - {code: pre-cj-referral, description: Planning provision}
-lawful_basis: ["UK GDPR Art 6(1)(e)"]
-valid_from: 2015-02-01
-valid_until: 2099-12-31
-review_by: 2099-01-01
-retention: P1Y
-grants:
-  - id: area-profile
-    recipients: [VSP-HOUSING, VSP-MENTOR]
-    purposes: [pre-cj-referral]
-    resource: subject
-    actions: [read, list]
-    conditions: {areas: [BIR]}
-    fields: [ref, date_of_birth, gender, postcode, area, needs, risk,
-             given_name, identifiers, phone]
-    level: pseudonymised
-"""
+PSEUDONYMISED_AGREEMENT = (
+    Path(__file__).parents[1] / "data" / "test-area-profile.yaml"
+).read_text()
 
 
 @pytest.fixture

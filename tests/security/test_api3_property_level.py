@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -52,32 +53,9 @@ IDENTIFYING_VALUES = ("given_name", "family_name", "phone", "address_line", "pos
 
 # A test-only agreement (as in tests/gateway/test_subjects.py): providers list and read
 # Birmingham subjects pseudonymised, with identifying fields named that must stay withheld.
-PSEUDONYMISED_AGREEMENT = """
-id: test-area-profile
-version: 1
-title: Test - pseudonymised area profiles for providers
-parties:
-  - {agency: WMP, role: controller}
-  - {agency: VSP-HOUSING, role: recipient}
-  - {agency: VSP-MENTOR, role: recipient}
-purposes:
-  - {code: pre-cj-referral, description: Planning provision}
-lawful_basis: ["UK GDPR Art 6(1)(e)"]
-valid_from: 2015-02-01
-valid_until: 2099-12-31
-review_by: 2099-01-01
-retention: P1Y
-grants:
-  - id: area-profile
-    recipients: [VSP-HOUSING, VSP-MENTOR]
-    purposes: [pre-cj-referral]
-    resource: subject
-    actions: [read, list]
-    conditions: {areas: [BIR]}
-    fields: [ref, date_of_birth, gender, postcode, area, needs, risk,
-             given_name, identifiers, phone, management]
-    level: pseudonymised
-"""
+PSEUDONYMISED_AGREEMENT = (
+    Path(__file__).parents[1] / "data" / "test-area-profile.yaml"
+).read_text()
 
 
 # -- input --------------------------------------------------------------------------------
