@@ -246,11 +246,13 @@ def finish_request(response: Response) -> Response:
     except (SQLAlchemyError, ValueError) as error:  # ValueError: an event that cannot be encoded
         log.error("audit write failed (request %s): %s", g.request_id, type(error).__name__)
         session.rollback()
-        return problem_response(
+        refused = problem_response(
             Problem(
                 503,
                 "audit-unavailable",
                 detail="The access could not be logged, so nothing was released.",
             )
         )
+        refused.headers["X-Request-ID"] = g.request_id
+        return refused
     return response

@@ -75,8 +75,10 @@ def create_app(config: Config | None = None) -> Flask:
 
     app.before_request(access.begin_request)
     init_rate_limits(app)  # after authentication: keyed by client, 429s audited
-    app.after_request(access.finish_request)
+    # Flask runs after_request hooks last-registered first: the security headers go on last,
+    # so they are also on the 503 that finish_request substitutes when the audit write fails.
     app.after_request(_security_headers)
+    app.after_request(access.finish_request)
     app.teardown_appcontext(lambda exc: database.session.remove())
     app.register_error_handler(OperationalError, _database_unavailable)
     app.register_error_handler(SQLAlchemyError, _database_error)

@@ -60,7 +60,19 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # A database that goes silent (a network partition) must fail the request with a 503
+    # well inside gunicorn's 30 s worker timeout, not hang until the worker is killed.
+    connect_args = {
+        "connect_timeout": 5,
+        "tcp_user_timeout": 10_000,  # ms without an acknowledgement before the socket fails
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+    }
+    return sa.create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args
+    )
 
 
 class Database:
