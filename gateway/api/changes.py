@@ -81,13 +81,15 @@ def render_feed(agency_id: int, query: dict, kinds: tuple[str, ...]) -> dict:
                 session, policy, ring, agency, g.purpose, referral, decision, now
             )
             subjects.add(referral.subject_id)
-            if change.outcome_id:
-                outcome_decision = decide_on_referral(
-                    policy, agency, "read", g.purpose, referral, now, resource="outcome"
-                )
-                if outcome_decision is not None and outcome_decision.permitted:
-                    outcome = session.get(Outcome, change.outcome_id)
-                    item["outcome"] = outcome_view(outcome, referral, outcome_decision, now)
+        if referral is not None and change.outcome_id:
+            # A managing agency may see an outcome without seeing the referral it came from.
+            outcome_decision = decide_on_referral(
+                policy, agency, "read", g.purpose, referral, now, resource="outcome"
+            )
+            if outcome_decision is not None and outcome_decision.permitted:
+                outcome = session.get(Outcome, change.outcome_id)
+                item["outcome"] = outcome_view(outcome, referral, outcome_decision, now)
+                subjects.add(referral.subject_id)
         if views is not None and change.kind in CASELOAD_KINDS:
             item["case"] = views.cases.get(change.subject_id)
             item["subject"] = views.subjects.get(change.subject_id)

@@ -32,8 +32,12 @@ def decide_on_referral(
     now: datetime,
     resource: str = "referral",
 ) -> Decision | None:
-    """The decision for a party to the referral; None for anyone else or after retention."""
-    if agency.id not in (referral.from_agency_id, referral.to_agency_id):
+    """The decision for a party to the referral; None for anyone else or after retention.
+
+    Outcomes are the exception: an agency managing the person may see them under its own
+    agreement (relationship in_recipient_caseload) without being party to the referral."""
+    party = agency.id in (referral.from_agency_id, referral.to_agency_id)
+    if not party and resource != "outcome":
         return None
     subject = load_subjects(Session.object_session(referral), [referral.subject_id])[
         referral.subject_id

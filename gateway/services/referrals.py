@@ -16,7 +16,15 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.orm import Session
 
-from gateway.models import Agency, Offence, Outcome, Referral, ReferralTransition, Subject
+from gateway.models import (
+    Agency,
+    Management,
+    Offence,
+    Outcome,
+    Referral,
+    ReferralTransition,
+    Subject,
+)
 from gateway.services.changes import record_change
 from gateway.services.subjects import CONSENTED_STATUSES, record_context
 from gateway.services.subjects import OPEN_REFERRAL as OPEN
@@ -94,6 +102,20 @@ def is_overdue(referral: Referral, now: datetime) -> bool:
 
 def _audience(referral: Referral) -> set[int]:
     return {referral.from_agency_id, referral.to_agency_id}
+
+
+def _managers(session: Session, subject_id: str, now: datetime) -> set[int]:
+    """Agencies managing the person today: told of outcomes, as their agreements allow."""
+    today = now.date()
+    return set(
+        session.scalars(
+            sa.select(Management.agency_id).where(
+                Management.subject_id == subject_id,
+                Management.start_date <= today,
+                sa.or_(Management.end_date.is_(None), Management.end_date >= today),
+            )
+        )
+    )
 
 
 def create_referral(
@@ -308,7 +330,7 @@ def add_outcome(
     record_change(
         session,
         "outcome.added",
-        audience=_audience(referral),
+        audience=_audience(referral) | _managers(session, referral.subject_id, now),
         subject_id=referral.subject_id,
         referral_id=referral.id,
         outcome_id=outcome.id,

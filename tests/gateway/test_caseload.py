@@ -234,7 +234,7 @@ def test_create_update_unchanged_and_reject_in_one_batch(api, db):
     # the audit event names every person touched, counts, and no names or identifiers
     event = last_sync_event(db)
     assert event["decision"] == "permit" and event["resource_type"] == "caseload"
-    assert event["agreement"] == "core-iom@2" and event["disclosure_level"] == "identified"
+    assert event["agreement"] == "core-iom@3" and event["disclosure_level"] == "identified"
     assert event["grant"] == "caseload-own,caseload-submit"  # created and updated cases
     assert {a_ref, b_ref, results[2]["subject_ref"]} <= set(event["subject_ids"])
     assert event["details"]["created"] == 1 and event["details"]["rejected"] == 1

@@ -76,7 +76,7 @@ def test_cli_administers_agencies_clients_agreements_and_audit(backend, tmp_path
         assert "SUSPENDED" in cli(env, "agencies", "list").stdout
 
         listing = cli(env, "agreements", "list").stdout
-        assert "core-iom@2" in listing
+        assert "core-iom@3" in listing
         explained = cli(
             env,
             "agreements",

@@ -426,3 +426,46 @@ def test_withdrawn_falls_back_to_pseudonymised_then_disappears_after_retention(a
         api("VSP-MENTOR", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ).status_code == 404
     )
     assert api("WMP", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ).status_code == 200
+
+
+def test_managing_agencies_see_outcomes_but_not_the_referral(api, db):
+    from gateway.models import Agency, Management
+
+    nps = db.scalar(sa.select(Agency.id).where(Agency.code == "NPS"))
+    managed = db.scalar(
+        sa.select(Management.subject_id)
+        .join(CohortMembership, CohortMembership.subject_id == Management.subject_id)
+        .where(
+            Management.agency_id == nps,
+            Management.end_date.is_(None),
+            CohortMembership.cohort == "PPO",
+            CohortMembership.end_date.is_(None),
+        )
+        .limit(1)
+    )
+    assert managed, "the demo world has an NPS-managed PPO"
+    start = api("NPS", "get", "/api/v1/changes").get_json()["next_cursor"]
+    referral = api(
+        "WMP", "post", "/api/v1/referrals", purpose=PRE_CJ, json=body(managed)
+    ).get_json()["ref"]
+    step(api, "VSP-MENTOR", referral, "accept")
+    today = datetime.now(UTC).date().isoformat()
+    api(
+        "VSP-MENTOR",
+        "post",
+        f"/api/v1/referrals/{referral}/outcomes",
+        purpose=PRE_CJ,
+        json={"type": "engagement_started", "occurred_on": today},
+    )
+
+    outcomes = api("NPS", "get", f"/api/v1/referrals/{referral}/outcomes")
+    assert outcomes.status_code == 200, outcomes.get_json()
+    assert [o["type"] for o in outcomes.get_json()["items"]] == ["engagement_started"]
+    assert "detail" not in outcomes.get_json()["items"][0]
+    assert api("NPS", "get", f"/api/v1/referrals/{referral}").status_code == 404  # not a party
+    feed = api("NPS", "get", f"/api/v1/changes?since={start}").get_json()["items"]
+    added = [c for c in feed if c["kind"] == "outcome.added"]
+    assert [c["outcome"]["type"] for c in added] == ["engagement_started"]
+    assert all(c["referral"] is None for c in added)
+    # an agency with no relationship to the person sees nothing
+    assert api("CRC", "get", f"/api/v1/referrals/{referral}/outcomes").status_code in (403, 404)

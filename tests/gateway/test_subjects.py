@@ -67,7 +67,7 @@ def test_police_list_their_cohorts_identified(api, db):
     for record in records:
         assert UUID.match(record["ref"])
         assert record["disclosure"]["level"] == "identified"
-        via_caseload = "core-iom@2#subject-own-caseload" in record["disclosure"]["basis"]
+        via_caseload = "core-iom@3#subject-own-caseload" in record["disclosure"]["basis"]
         assert set(record["cohorts"]) & granted or via_caseload
 
 

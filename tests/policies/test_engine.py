@@ -63,7 +63,7 @@ def test_statutory_partner_reads_its_own_caseload(demo_policy: PolicySet) -> Non
     record = replace(PPO_ADULT, managed_by=frozenset({"NPS"}))
     decision = run(demo_policy, "NPS", "nps", "read", "subject", "iom-case-management", record)
     assert decision.permitted
-    assert decision.basis == (("core-iom@2", "subject-own-caseload"),)
+    assert decision.basis == (("core-iom@3", "subject-own-caseload"),)
     assert decision.level == "identified"
     assert decision.fields["linked_victims"] == "identified"
     assert "ethnicity" not in decision.fields
@@ -77,9 +77,9 @@ def test_expired_agreement_denies(demo_policy: PolicySet) -> None:
     assert not decision.permitted
     assert codes(decision) == {
         ("legacy-probation-trust@3", "caseload-all", "agreement_expired"),
-        ("core-iom@2", "caseload-submit", "action_not_granted"),
-        ("core-iom@2", "caseload-submit", "purpose_not_granted"),
-        ("core-iom@2", "caseload-own", "purpose_not_granted"),
+        ("core-iom@3", "caseload-submit", "action_not_granted"),
+        ("core-iom@3", "caseload-submit", "purpose_not_granted"),
+        ("core-iom@3", "caseload-own", "purpose_not_granted"),
     }
     assert decision.fields == {} and decision.basis == () and decision.level is None
     assert "agreement_expired" in explain(decision)
@@ -95,7 +95,7 @@ def test_not_yet_valid_agreement_denies_and_the_old_one_applies_before_it(
     )
     assert decision.permitted
     assert decision.basis == (("legacy-probation-trust@3", "subject-all"),)
-    assert ("core-iom@2", "subject-own-caseload", "agreement_not_yet_valid") in codes(decision)
+    assert ("core-iom@3", "subject-own-caseload", "agreement_not_yet_valid") in codes(decision)
     assert "valid from 2015-02-01" in explain(decision)
 
 
@@ -155,8 +155,8 @@ def test_cohort_not_met(demo_policy: PolicySet) -> None:
     decision = run(demo_policy, "WMP", "police", "read", "subject", "iom-case-management", record)
     assert not decision.permitted
     assert codes(decision) == {
-        ("core-iom@2", "subject-police-cohorts", "cohort_not_met"),
-        ("core-iom@2", "subject-own-caseload", "relationship_not_met"),
+        ("core-iom@3", "subject-police-cohorts", "cohort_not_met"),
+        ("core-iom@3", "subject-own-caseload", "relationship_not_met"),
     }
     text = explain(decision)
     assert "cohort_not_met - needs cohort DA or FEMALE or GANG" in text
@@ -166,7 +166,7 @@ def test_cohort_not_met(demo_policy: PolicySet) -> None:
 def test_police_see_their_cohorts_without_a_caseload_relationship(demo_policy: PolicySet) -> None:
     decision = run(demo_policy, "WMP", "police", "read", "subject", "iom-case-management")
     assert decision.permitted
-    assert decision.basis == (("core-iom@2", "subject-police-cohorts"),)
+    assert decision.basis == (("core-iom@3", "subject-police-cohorts"),)
 
 
 def test_area_not_met(demo_policy: PolicySet) -> None:
@@ -202,7 +202,7 @@ def test_age_condition(demo_policy: PolicySet, age: int | None, permitted: bool)
     decision = run(demo_policy, "YOT-BIR", "yot", "read", "subject", "iom-case-management", record)
     assert decision.permitted is permitted
     if not permitted:
-        assert codes(decision) == {("core-iom@2", "subject-youth-caseload", "age_not_met")}
+        assert codes(decision) == {("core-iom@3", "subject-youth-caseload", "age_not_met")}
         assert f"needs age 0 to 17; record age is {age}" in explain(decision)
 
 
@@ -343,7 +343,7 @@ def test_victim_fields_never_reach_a_voluntary_caller_even_past_the_loader() -> 
 def test_list_check_ignores_conditions_but_needs_a_grant(demo_policy: PolicySet) -> None:
     listing = run(demo_policy, "CRC", "crc", "list", "subject", "iom-case-management", None)
     assert listing.permitted
-    assert listing.basis == (("core-iom@2", "subject-own-caseload"),)
+    assert listing.basis == (("core-iom@3", "subject-own-caseload"),)
     search = run(
         demo_policy, "VSP-HOUSING", "voluntary", "search", "subject", "pre-cj-referral", None
     )
@@ -376,7 +376,7 @@ def test_list_scope_gives_conditions_as_data(demo_policy: PolicySet) -> None:
         purpose="iom-case-management",
         now=NOW,
     )
-    assert (youth.agreement, youth.max_age, youth.min_age) == ("core-iom@2", 17, None)
+    assert (youth.agreement, youth.max_age, youth.min_age) == ("core-iom@3", 17, None)
     assert youth.relationships == {"in_recipient_caseload"}
     assert "linked_victims" not in youth.fields
     assert scope("NPS", "nps") == [("subject-own-caseload", "identified")]  # legacy is expired

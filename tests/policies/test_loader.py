@@ -93,7 +93,7 @@ BAD_CASES = [
 
 def test_demo_agreements_load(demo_agreements: list[Agreement]) -> None:
     assert sorted(a.label for a in demo_agreements) == [
-        "core-iom@2",
+        "core-iom@3",
         "dv-perpetrator-programme@1",
         "legacy-probation-trust@3",
         "performance-reporting@1",

@@ -108,6 +108,22 @@ class Oracle:
         )
         return decision is not None and decision.permitted
 
+    def outcomes(self, agency: str, purpose: str, ref: str) -> bool:
+        """Outcomes follow their own grants: a party, or an agency managing the person."""
+        referral = self.db.get(Referral, ref)
+        if referral is None:
+            return False
+        decision = decide_on_referral(
+            self.policy,
+            self.agencies[agency],
+            "list",
+            purpose,
+            referral,
+            self.now,
+            resource="outcome",
+        )
+        return decision is not None and decision.permitted
+
     def _agreements(self, agency: str, purpose: str, ref: str) -> bool:
         return any(a.id == ref and agency in a.party_codes for a in self.policy.agreements)
 
@@ -207,7 +223,9 @@ def test_nested_reads_follow_the_parent_object(
                         response = api(agency, "get", path, purpose=purpose)
                         figures.case(status=response.status_code)
                         assert response.status_code < 500
-                        if response.status_code == 200:
+                        if response.status_code == 200 and path.endswith("/outcomes"):
+                            assert oracle.outcomes(agency, purpose, ref), path
+                        elif response.status_code == 200:
                             assert oracle.permits(collection, agency, purpose, ref), path
                         else:
                             elsewhere = fill_path(operation.path, str(uuid.uuid4()))
