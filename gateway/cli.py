@@ -208,12 +208,13 @@ def demo_load(seed: int, subjects: int) -> None:
 @demo.command("credentials")
 def demo_credentials() -> None:
     """Print the demo API clients' credentials."""
+    from gateway.demo import format_credentials, read_credentials
+
     path = Config.from_env().instance_path / "demo-credentials.json"
     if not path.exists():
         fail("no demo credentials: run `iom-gateway demo load` first")
     click.echo(f"Demo API clients (from {path}):")
-    for entry in json.loads(path.read_text()):
-        click.echo(f"  {entry['agency']:<12} {entry['client_id']:<18} {entry['client_secret']}")
+    click.echo(format_credentials(read_credentials(path)))
     click.echo(
         "Get a token: curl -u CLIENT_ID:SECRET -d grant_type=client_credentials "
         "http://127.0.0.1:8000/oauth/token"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -97,15 +96,6 @@ def start_sealer(app: Flask) -> threading.Thread:
     )
     thread.start()
     return thread
-
-
-def wait_until_sealed(app: Flask, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while seal_until_idle(
-        app.extensions["gateway.db"], app.config["GATEWAY"], app.extensions["gateway.keys"]
-    ):
-        if time.monotonic() > deadline:
-            raise TimeoutError("audit log did not settle")
 
 
 def verify_log(app: Flask) -> VerifyReport:

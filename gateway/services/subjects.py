@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, selectinload
 
 from gateway.models import (
-    Agency,
     CohortMembership,
     Management,
     Referral,
@@ -211,7 +210,3 @@ def find_by_identifier(session: Session, scheme: str, value: str) -> str | None:
             SubjectIdentifier.scheme == scheme, SubjectIdentifier.value == value
         )
     )
-
-
-def agency_code(session: Session, agency_id: int) -> str:
-    return session.scalar(sa.select(Agency.code).where(Agency.id == agency_id)) or ""
