@@ -11,16 +11,15 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 import gateway
+from tests import databases
 
 # The tree whose gateway is imported (the working tree, or a snapshot the bench runs from).
 ROOT = Path(gateway.__file__).resolve().parent.parent
@@ -46,19 +45,24 @@ class Table:
         lines = [f"**{self.title}**", ""]
         lines.append("| " + " | ".join(self.columns) + " |")
         lines.append("|" + "|".join("---" for _ in self.columns) + "|")
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
-                  for row in self.rows]
+        lines += [
+            "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in self.rows
+        ]
         lines += [""] + [f"- {note}" for note in self.notes]
         return "\n".join(lines).rstrip() + "\n"
 
     def text(self) -> str:
-        widths = [max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c)
-                  for i, c in enumerate(self.columns)]
+        widths = [
+            max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c)
+            for i, c in enumerate(self.columns)
+        ]
         header = "  ".join(c.ljust(w) for c, w in zip(self.columns, widths, strict=True))
         lines = [self.title, header]
         lines.append("  ".join("-" * w for w in widths))
-        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                  for row in self.rows]
+        lines += [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+            for row in self.rows
+        ]
         lines += [f"  * {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
 
@@ -142,8 +146,9 @@ def machine_info() -> dict[str, str]:
 
 def postgres_server_url() -> str | None:
     """The PostgreSQL server to create throwaway databases on, or None when none answers."""
-    url = os.environ.get("BENCH_DATABASE_URL", os.environ.get("TEST_DATABASE_URL",
-                                                              DEFAULT_POSTGRES_URL))
+    url = os.environ.get(
+        "BENCH_DATABASE_URL", os.environ.get("TEST_DATABASE_URL", DEFAULT_POSTGRES_URL)
+    )
     if not url.startswith("postgresql"):
         return None
     engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
@@ -161,8 +166,10 @@ def available_backends(wanted: Sequence[str]) -> tuple[list[str], list[str]]:
     notes, backends = [], []
     for backend in wanted:
         if backend == "postgresql" and postgres_server_url() is None:
-            notes.append("PostgreSQL skipped: no server answered at BENCH_DATABASE_URL / "
-                         f"TEST_DATABASE_URL / {DEFAULT_POSTGRES_URL}")
+            notes.append(
+                "PostgreSQL skipped: no server answered at BENCH_DATABASE_URL / "
+                f"TEST_DATABASE_URL / {DEFAULT_POSTGRES_URL}"
+            )
             continue
         backends.append(backend)
     return backends, notes
@@ -170,27 +177,10 @@ def available_backends(wanted: Sequence[str]) -> tuple[list[str], list[str]]:
 
 @contextmanager
 def throwaway_database(backend: str, directory: Path) -> Iterator[str]:
-    """The URL of an empty database that is dropped afterwards (as tests/databases.py does)."""
-    if backend == "sqlite":
-        path = directory / f"bench-{uuid.uuid4().hex[:8]}.db"
-        try:
-            yield f"sqlite:///{path}"
-        finally:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
-        return
-    server = postgres_server_url()
-    assert server is not None
-    name = f"iomgw_bench_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    """The URL of an empty database that is dropped afterwards, on the bench's server."""
+    server = postgres_server_url() if backend == "postgresql" else None
+    with databases.throwaway_database(backend, directory, server) as url:
+        yield url
 
 
 # --- tools --------------------------------------------------------------------------------
@@ -201,8 +191,9 @@ def ensure_module(module: str, package: str) -> None:
     if importlib.util.find_spec(module) is not None:
         return
     print(f"[bench] installing {package} with pip", flush=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", package], check=True,
-                   timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", package], check=True, timeout=600
+    )
     importlib.invalidate_caches()
 
 
@@ -216,10 +207,16 @@ def ensure_wrk() -> str:
         raise RuntimeError("wrk is not installed and apt-get is not available")
     print("[bench] installing wrk with apt-get", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run([apt, "update", "-qq"], check=True, timeout=600, env=env,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run([apt, "install", "-y", "-qq", "wrk"], check=True, timeout=600, env=env,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [apt, "update", "-qq"], check=True, timeout=600, env=env, stdout=subprocess.DEVNULL
+    )
+    subprocess.run(
+        [apt, "install", "-y", "-qq", "wrk"],
+        check=True,
+        timeout=600,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     found = shutil.which("wrk")
     if not found:
         raise RuntimeError("apt-get install wrk did not provide a wrk binary")

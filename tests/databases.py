@@ -40,12 +40,19 @@ def backends() -> list[str]:
 
 
 @contextmanager
-def throwaway_database(backend: str, directory: Path) -> Iterator[str]:
-    """Yield the URL of an empty database that is dropped afterwards."""
+def throwaway_database(backend: str, directory: Path, server: str | None = None) -> Iterator[str]:
+    """Yield the URL of an empty database that is dropped afterwards.
+
+    `server` is the PostgreSQL server to create it on (default: the one tests use)."""
     if backend == "sqlite":
-        yield f"sqlite:///{directory / f'test-{uuid.uuid4().hex[:8]}.db'}"
+        path = directory / f"test-{uuid.uuid4().hex[:8]}.db"
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
-    server = postgres_server_url()
+    server = server or postgres_server_url()
     assert server is not None
     name = f"iomgw_test_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
