@@ -16,6 +16,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,9 @@ from gateway import extensions
 from gateway.oauth import Caller
 from gateway.openapi import API_PREFIX
 from gateway.problems import Problem, problem_response
+from policies.engine import Decision
+
+DISCLOSURE_LEVELS = ("identified", "pseudonymised", "aggregate")  # most revealing first
 
 log = logging.getLogger("gateway.audit")
 
@@ -155,6 +159,23 @@ def note_access(**values: Any) -> AccessNote:
         else:
             setattr(note, name, value)
     return note
+
+
+def note_permitted(decisions: Iterable[Decision], subject_ids: Iterable[str] = ()) -> AccessNote:
+    """Record a permitted access: the subjects, and from the decisions that released them the
+    fields, the most revealing level and every agreement@version and grant relied on."""
+    decisions = list(decisions)
+    levels = {d.level for d in decisions if d.level}
+    basis = sorted({pair for d in decisions for pair in d.basis})
+    return note_access(
+        decision="permit",
+        reason="ok",
+        subject_ids=subject_ids,
+        fields={f for d in decisions for f in d.fields},
+        level=next((lv for lv in DISCLOSURE_LEVELS if lv in levels), None),
+        agreement=",".join(sorted({agreement for agreement, _ in basis})) or None,
+        grant=",".join(f"{agreement}#{grant}" for agreement, grant in basis) or None,
+    )
 
 
 def note_token_request(response: Response, *, revocation: bool = False) -> None:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from flask import g
 
 from gateway import extensions
-from gateway.access import note_access, require_scope
+from gateway.access import note_access, note_permitted, require_scope
 from gateway.api.base import ApiBlueprint
 from gateway.models import Agency, Outcome, Referral
 from gateway.pagination import decode_cursor, encode_cursor
@@ -57,7 +57,7 @@ def render_feed(agency_id: int, query: dict, kinds: tuple[str, ...]) -> dict:
     after = position["p"] if position else 0
     agency = session.get(Agency, agency_id)
     policy, ring = extensions.agreements().current(), keyring(extensions.keys())
-    items, subjects = [], set()
+    items, subjects, decisions = [], set(), []
     changes = changes_for(session, agency_id, after, query["limit"], kinds)
     about = {c.subject_id for c in changes if c.kind in CASELOAD_KINDS and c.subject_id}
     views = case_views(session, policy, ring, agency, g.purpose, about, now) if about else None
@@ -81,6 +81,7 @@ def render_feed(agency_id: int, query: dict, kinds: tuple[str, ...]) -> dict:
                 session, policy, ring, agency, g.purpose, referral, decision, now
             )
             subjects.add(referral.subject_id)
+            decisions.append(decision)
         if referral is not None and change.outcome_id:
             # A managing agency may see an outcome without seeing the referral it came from.
             outcome_decision = decide_on_referral(
@@ -90,6 +91,7 @@ def render_feed(agency_id: int, query: dict, kinds: tuple[str, ...]) -> dict:
                 outcome = session.get(Outcome, change.outcome_id)
                 item["outcome"] = outcome_view(outcome, referral, outcome_decision, now)
                 subjects.add(referral.subject_id)
+                decisions.append(outcome_decision)
         if views is not None and change.kind in CASELOAD_KINDS:
             item["case"] = views.cases.get(change.subject_id)
             item["subject"] = views.subjects.get(change.subject_id)
@@ -97,7 +99,7 @@ def render_feed(agency_id: int, query: dict, kinds: tuple[str, ...]) -> dict:
                 subjects.add(change.subject_id)
         items.append(item)
         after = change.position
-    note_access(decision="permit", reason="ok", subject_ids=subjects, details={"after": after})
+    note_permitted(decisions, subjects).details["after"] = after
     if views is not None:
         note_access(fields=views.fields)
     return {"items": items, "next_cursor": encode_cursor({"p": after})}

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from flask import g, request
 
 from gateway import extensions, idempotency
-from gateway.access import note_access, require_scope
+from gateway.access import note_access, note_permitted, require_scope
 from gateway.api.base import ApiBlueprint
 from gateway.models import Agency, Referral
 from gateway.oauth import Caller
@@ -23,10 +23,14 @@ from gateway.problems import Problem
 from gateway.services import referrals as lifecycle
 from gateway.services.decisions import decide_on_subject
 from gateway.services.pseudonymisation import keyring, resolve_pseudonym
-from gateway.services.referral_disclosure import decide_on_referral, outcome_view, referral_view
-from gateway.services.referrals import ReferralError, etag, referral_context
+from gateway.services.referral_disclosure import (
+    decide_on_referral,
+    may_refer,
+    outcome_view,
+    referral_view,
+)
+from gateway.services.referrals import ReferralError, etag
 from gateway.services.subjects import load_subjects
-from policies.engine import decide
 from schemas.referrals import (
     ConsentSchema,
     OutcomeCreateSchema,
@@ -97,14 +101,7 @@ def _respond(caller: Caller, referral: Referral, decision, status: int = 200):  
         decision,
         now,
     )
-    note_access(
-        decision="permit",
-        reason="ok",
-        level=decision.level,
-        fields=decision.fields,
-        agreement=",".join(sorted({a for a, _ in decision.basis})),
-        grant=",".join(sorted(gr for _, gr in decision.basis)),
-    )
+    note_permitted([decision])
     return record, status, {"ETag": etag(referral)}
 
 
@@ -147,32 +144,9 @@ def create_referral(body: dict) -> Any:
             detail="to_agency is not an agency you can refer to.",
             errors={"json": {"to_agency": ["unknown or unavailable agency"]}},
         )
-    probe = Referral(
-        to_agency=recipient, status="submitted", consent=body["consent"], subject_id=subject.id
-    )
-    context = referral_context(probe, subject, now.date())
-    referrer = decide(
-        _policy(),
-        agency=caller.agency_code,
-        agency_kind=caller.agency_kind,
-        action="create",
-        resource="referral",
-        purpose=g.purpose,
-        record=context,
-        now=now,
-    )
-    receiver = decide(
-        _policy(),
-        agency=recipient.code,
-        agency_kind=recipient.kind,
-        action="read",
-        resource="referral",
-        purpose=g.purpose,
-        record=context,
-        now=now,
-    )
-    shared = {a for a, _ in referrer.basis} & {a for a, _ in receiver.basis}
-    if not (referrer.permitted and receiver.permitted and shared):
+    if not may_refer(
+        _policy(), _agency(caller), recipient, g.purpose, subject, body["consent"], now
+    ):
         note_access(decision="deny", reason="no_referral_agreement", subject_ids=[subject.id])
         raise Problem(
             403,
@@ -257,25 +231,23 @@ def list_referrals(query: dict) -> dict:
     rows = session.scalars(statement.order_by(Referral.id).limit(query["limit"] + 1)).all()
     page, more = rows[: query["limit"]], len(rows) > query["limit"]
     now, agency = _now(), _agency(caller)
-    items, subjects, fields = [], set(), set()
+    items, released = [], []
     for referral in page:
         decision = decide_on_referral(_policy(), agency, "list", g.purpose, referral, now)
         if decision is not None and decision.permitted:
-            items.append(
-                referral_view(
-                    session,
-                    _policy(),
-                    keyring(extensions.keys()),
-                    agency,
-                    g.purpose,
-                    referral,
-                    decision,
-                    now,
-                )
+            view = referral_view(
+                session,
+                _policy(),
+                keyring(extensions.keys()),
+                agency,
+                g.purpose,
+                referral,
+                decision,
+                now,
             )
-            subjects.add(referral.subject_id)
-            fields |= set(decision.fields)
-    note_access(decision="permit", reason="ok", subject_ids=subjects, fields=fields)
+            items.append(view)
+            released.append((referral.subject_id, decision))
+    note_permitted([d for _, d in released], [subject_id for subject_id, _ in released])
     return {"items": items, "next_cursor": encode_cursor({"after": page[-1].id}) if more else None}
 
 
@@ -377,9 +349,7 @@ def add_outcome(body: dict, referral_id: str) -> Any:
         )
     except ReferralError as error:
         raise _lifecycle_problem(error) from None
-    note_access(
-        decision="permit", reason="ok", details={"referral": referral.id, "outcome": body["type"]}
-    )
+    note_permitted([decision]).details.update(referral=referral.id, outcome=body["type"])
     return outcome_view(outcome, referral, decision, _now()), 201
 
 
@@ -400,5 +370,5 @@ def list_outcomes(referral_id: str) -> dict:
     if decision is None or not decision.permitted:
         note_access(decision="deny", reason="outcomes_not_granted")
         raise Problem(404, detail=NOT_FOUND)
-    note_access(decision="permit", reason="ok", fields=decision.fields)
+    note_permitted([decision])
     return {"items": [outcome_view(o, referral, decision, _now()) for o in referral.outcomes]}

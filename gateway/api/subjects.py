@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from flask import g
 
 from gateway import extensions
-from gateway.access import note_access, require_scope
+from gateway.access import note_access, note_permitted, require_scope
 from gateway.api.base import ApiBlueprint
 from gateway.models import CohortMembership, Subject
 from gateway.pagination import decode_cursor, encode_cursor
@@ -160,17 +160,7 @@ def _resolve_ref(ref: str, agency: str, now: datetime) -> tuple[str | None, bool
 
 
 def _note_disclosures(decided: list) -> None:
-    levels = {d.level for _, d in decided if d.level}
-    basis = sorted({f"{a}#{gr}" for _, d in decided for a, gr in d.basis})
-    note_access(
-        decision="permit",
-        reason="ok",
-        subject_ids=[s.id for s, _ in decided],
-        fields={f for _, d in decided for f in d.fields},
-        level="identified" if "identified" in levels else (levels.pop() if levels else None),
-        agreement=",".join(sorted({b.split("#")[0] for b in basis})) or None,
-        grant=",".join(b.split("#")[1] for b in basis) or None,
-    )
+    note_permitted([d for _, d in decided], [subject.id for subject, _ in decided])
 
 
 def _query_details(query: dict) -> dict:

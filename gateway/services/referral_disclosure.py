@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from gateway.models import Agency, Outcome, Referral
+from gateway.models import Agency, Outcome, Referral, Subject
 from gateway.services.decisions import decide_on_subject, disclose_subjects
 from gateway.services.pseudonymisation import pseudonyms_for
 from gateway.services.referrals import (
@@ -64,6 +64,38 @@ def decide_on_referral(
     ):
         return None
     return decision
+
+
+def may_refer(
+    policy: PolicySet,
+    referrer: Agency,
+    recipient: Agency,
+    purpose: str,
+    subject: Subject,
+    consent: dict,
+    now: datetime,
+) -> bool:
+    """Whether one agreement lets the referrer create this referral *and* the recipient
+    receive it, for this person and purpose: both ends of an exchange need a lawful basis."""
+    probe = Referral(
+        to_agency=recipient, status="submitted", consent=consent, subject_id=subject.id
+    )
+    context = referral_context(probe, subject, now.date())
+    sending, receiving = (
+        decide(
+            policy,
+            agency=agency.code,
+            agency_kind=agency.kind,
+            action=action,
+            resource="referral",
+            purpose=purpose,
+            record=context,
+            now=now,
+        )
+        for agency, action in ((referrer, "create"), (recipient, "read"))
+    )
+    shared = {a for a, _ in sending.basis} & {a for a, _ in receiving.basis}
+    return sending.permitted and receiving.permitted and bool(shared)
 
 
 def referral_view(

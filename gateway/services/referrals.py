@@ -104,6 +104,60 @@ def _audience(referral: Referral) -> set[int]:
     return {referral.from_agency_id, referral.to_agency_id}
 
 
+def _tell(
+    session: Session,
+    referral: Referral,
+    kind: str,
+    detail: dict[str, Any],
+    *,
+    by_agency_id: int | None = None,
+    also: frozenset[int] | set[int] = frozenset(),
+    outcome_id: str | None = None,
+) -> None:
+    """Put a change to this referral in both parties' feeds (and `also` others')."""
+    record_change(
+        session,
+        kind,
+        audience=_audience(referral) | also,
+        subject_id=referral.subject_id,
+        referral_id=referral.id,
+        outcome_id=outcome_id,
+        by_agency_id=by_agency_id,
+        detail=detail,
+    )
+
+
+def _log_step(
+    session: Session,
+    referral: Referral,
+    from_status: str | None,
+    to_status: str,
+    agency: Agency,
+    *,
+    reason: str | None = None,
+    on_behalf_of: str | None,
+    now: datetime,
+) -> None:
+    """One line of the referral's history: when, by which agency, on whose behalf."""
+    session.add(
+        ReferralTransition(
+            referral_id=referral.id,
+            from_status=from_status,
+            to_status=to_status,
+            reason=reason,
+            agency_id=agency.id,
+            on_behalf_of=on_behalf_of,
+            at=now,
+        )
+    )
+
+
+def _reloaded(session: Session, referral: Referral) -> Referral:
+    session.flush()
+    session.refresh(referral)
+    return referral
+
+
 def _managers(session: Session, subject_id: str, now: datetime) -> set[int]:
     """Agencies managing the person today: told of outcomes, as their agreements allow."""
     today = now.date()
@@ -161,28 +215,11 @@ def create_referral(
     referral.from_agency, referral.to_agency = from_agency, to_agency
     session.add(referral)
     session.flush()
-    session.add(
-        ReferralTransition(
-            referral_id=referral.id,
-            from_status=None,
-            to_status="submitted",
-            agency_id=from_agency.id,
-            on_behalf_of=on_behalf_of,
-            at=now,
-        )
+    _log_step(session, referral, None, "submitted", from_agency, on_behalf_of=on_behalf_of, now=now)
+    _tell(
+        session, referral, "referral.received", {"status": "submitted"}, by_agency_id=from_agency.id
     )
-    record_change(
-        session,
-        "referral.received",
-        audience=_audience(referral),
-        subject_id=subject.id,
-        referral_id=referral.id,
-        by_agency_id=from_agency.id,
-        detail={"status": "submitted"},
-    )
-    session.flush()
-    session.refresh(referral)
-    return referral
+    return _reloaded(session, referral)
 
 
 def _update_if_unchanged(
@@ -240,29 +277,24 @@ def apply_transition(
         )
     closed = now if target not in OPEN else None
     _update_if_unchanged(session, referral, seen_version, now, status=target, closed_at=closed)
-    session.add(
-        ReferralTransition(
-            referral_id=referral.id,
-            from_status=referral.status,
-            to_status=target,
-            reason=reason,
-            agency_id=agency.id,
-            on_behalf_of=on_behalf_of,
-            at=now,
-        )
-    )
-    record_change(
+    _log_step(
         session,
-        "referral.status_changed",
-        audience=_audience(referral),
-        subject_id=referral.subject_id,
-        referral_id=referral.id,
-        by_agency_id=agency.id,
-        detail={"from": referral.status, "to": target},
+        referral,
+        referral.status,
+        target,
+        agency,
+        reason=reason,
+        on_behalf_of=on_behalf_of,
+        now=now,
     )
-    session.flush()
-    session.refresh(referral)
-    return referral
+    _tell(
+        session,
+        referral,
+        "referral.status_changed",
+        {"from": referral.status, "to": target},
+        by_agency_id=agency.id,
+    )
+    return _reloaded(session, referral)
 
 
 def record_consent(
@@ -281,18 +313,14 @@ def record_consent(
         raise InvalidTransition("consent cannot change on a closed referral", allowed=[])
     value = _jsonable({**consent, "recorded_at": consent.get("recorded_at", now)})
     _update_if_unchanged(session, referral, seen_version, now, consent=value)
-    record_change(
+    _tell(
         session,
+        referral,
         "referral.consent_recorded",
-        audience=_audience(referral),
-        subject_id=referral.subject_id,
-        referral_id=referral.id,
+        {"consent": value["status"]},
         by_agency_id=agency.id,
-        detail={"consent": value["status"]},
     )
-    session.flush()
-    session.refresh(referral)
-    return referral
+    return _reloaded(session, referral)
 
 
 def add_outcome(
@@ -327,15 +355,14 @@ def add_outcome(
                 reported_by_agency_id=agency.id,
             )
         )
-    record_change(
+    _tell(
         session,
+        referral,
         "outcome.added",
-        audience=_audience(referral) | _managers(session, referral.subject_id, now),
-        subject_id=referral.subject_id,
-        referral_id=referral.id,
-        outcome_id=outcome.id,
+        {"type": outcome.type},
         by_agency_id=agency.id,
-        detail={"type": outcome.type},
+        also=_managers(session, referral.subject_id, now),
+        outcome_id=outcome.id,
     )
     return outcome
 
@@ -352,13 +379,11 @@ def mark_overdue(session: Session, agency_id: int, now: datetime) -> int:
     ).all()
     for referral in overdue:
         referral.overdue_notified_at = now
-        record_change(
+        _tell(
             session,
+            referral,
             "referral.overdue",
-            audience=_audience(referral),
-            subject_id=referral.subject_id,
-            referral_id=referral.id,
-            detail={"decision_due": referral.decision_due.isoformat()},
+            {"decision_due": referral.decision_due.isoformat()},
         )
     return len(overdue)
 
