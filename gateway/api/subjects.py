@@ -44,8 +44,9 @@ def list_subjects(query: dict) -> dict:
     caller = require_scope("subjects:read")
     now = datetime.now(UTC)
     note_access(action="list", resource_type="subject", details=_query_details(query))
+    policy = extensions.agreements().current()  # one policy for the whole request
     scopes = list_scope(
-        extensions.agreements().current(),
+        policy,
         agency=caller.agency_code,
         agency_kind=caller.agency_kind,
         action="list",
@@ -73,7 +74,6 @@ def list_subjects(query: dict) -> dict:
     page, more = ids[: query["limit"]], len(ids) > query["limit"]
 
     subjects = load_subjects(session, page)
-    policy = extensions.agreements().current()
     decided = []
     for subject_id in page:
         subject = subjects[subject_id]

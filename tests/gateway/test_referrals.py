@@ -13,6 +13,12 @@ from gateway.models import CohortMembership, Referral, Subject, VictimLink
 PRE_CJ = "pre-cj-referral"
 DV = "dv-perpetrator-programme"
 NOBODY = "00000000-0000-4000-8000-000000000000"
+NEXT_STEPS = {
+    "submitted": ["accept", "decline", "withdraw"],
+    "accepted": ["engage", "withdraw"],
+    "engaged": ["complete", "disengage", "withdraw"],
+    "completed": [],
+}
 
 
 def body(subject_ref: str, **changes) -> dict:
@@ -263,12 +269,8 @@ def test_invalid_transitions(api, refer, setup, agency, transition, status):
     response = step(api, agency, referral, transition)
     assert response.status_code == status, response.get_json()
     assert response.content_type == "application/problem+json"
-    if status == 409:
-        assert response.get_json()["allowed"] == [
-            t
-            for t in ("accept", "decline", "engage", "complete", "disengage", "withdraw")
-            if t in response.get_json()["allowed"]
-        ]
+    if status == 409:  # the problem names the steps the current state allows
+        assert response.get_json()["allowed"] == NEXT_STEPS[before["status"]]
     after = api("VSP-MENTOR", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ).get_json()
     assert after["status"] == before["status"] and after["history"] == before["history"]
 
