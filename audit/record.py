@@ -2,13 +2,15 @@
 
 Why no commit here: the gateway commits the event in the same transaction as the data
 access it describes, so a response is never sent for an access that was not logged
-(fail closed). Why Core inserts: one INSERT for the event and one executemany for its
-subjects, with no unit-of-work bookkeeping on every request.
+(fail closed). Why Core inserts: no unit-of-work bookkeeping on every request. On
+PostgreSQL the event and its subject rows go in one statement (a data-modifying CTE), one
+round trip; SQLite has no such CTE and no round trips, so there it is two statements.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from audit.events import AuditEvent, canonical_bytes
@@ -16,6 +18,37 @@ from audit.models import AuditEventRow, AuditEventSubject
 
 _events = AuditEventRow.__table__
 _subjects = AuditEventSubject.__table__
+_EVENT_COLUMNS = (
+    "event_id",
+    "kind",
+    "time",
+    "agency",
+    "client_id",
+    "purpose",
+    "decision",
+    "agreement",
+    "action",
+    "resource_type",
+    "status",
+    "body",
+)
+
+# Built once: SQLAlchemy then computes each statement's cache key once, not per request.
+_INSERT_EVENT = sa.insert(_events)
+_INSERT_SUBJECTS = sa.insert(_subjects)
+_inserted = (
+    sa.insert(_events)
+    .values({name: sa.bindparam(name, type_=_events.c[name].type) for name in _EVENT_COLUMNS})
+    .returning(_events.c.id)
+    .cte("inserted")
+)
+_INSERT_EVENT_WITH_SUBJECTS = sa.insert(_subjects).from_select(
+    ["event_row_id", "subject_id"],
+    sa.select(
+        _inserted.c.id,
+        sa.func.unnest(sa.bindparam("subject_ids", type_=postgresql.ARRAY(sa.String))),
+    ),
+)
 
 
 def event_row(event: AuditEvent) -> dict[str, object]:
@@ -38,10 +71,15 @@ def event_row(event: AuditEvent) -> dict[str, object]:
 
 def record_event(session: Session, event: AuditEvent) -> None:
     """Insert the event and its subject rows into the caller's transaction; never commits."""
-    result = session.execute(sa.insert(_events), event_row(event))
+    row = event_row(event)
+    if event.subject_ids and session.get_bind().dialect.name == "postgresql":
+        row["subject_ids"] = list(event.subject_ids)
+        session.execute(_INSERT_EVENT_WITH_SUBJECTS, row)
+        return
+    result = session.execute(_INSERT_EVENT, row)
     if event.subject_ids:
         row_id = result.inserted_primary_key[0]
         session.execute(
-            sa.insert(_subjects),
+            _INSERT_SUBJECTS,
             [{"event_row_id": row_id, "subject_id": s} for s in event.subject_ids],
         )

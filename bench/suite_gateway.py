@@ -111,9 +111,10 @@ def run(args: argparse.Namespace) -> Section:
             _in_process(world, read, label, in_process)
     load.notes += [
         "Gateway: token check (ES256 at+jwt, verified-signature cache), revocation and client "
-        "lookups, purpose, agreement decision, load (the subject plus one selectinload per "
-        "related collection), disclosure, "
-        "marshmallow serialisation, one audit event (+ subject rows) in the same transaction, "
+        "lookup (one query), purpose, agreement decision, load (one query: the subject with "
+        "its collections as JSON aggregates), disclosure, marshmallow serialisation, one "
+        "audit event (+ subject rows) committed before the response (on SQLite after the "
+        "read, in a short write transaction), "
         f"GATEWAY_AUDIT_SEAL_IN_PROCESS={args.seal_in_process}. Bare: bench/bare_app.py, one "
         "SELECT of the subject row and one INSERT, committed.",
         "gunicorn sync workers close the connection after every response, so wrk reconnects "

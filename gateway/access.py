@@ -5,9 +5,10 @@
 `begin_api_request` authenticates the caller and checks the declared purpose before any
 view runs. Views decide against the agreements, load, disclose and `note_access` what they
 released. `finish_request` then writes exactly one audit event for the request, in the same
-transaction as the data access, and commits; if the event cannot be written the caller gets
-a 503 and none of the data (fail closed). Errors roll back the data changes first, so a
-refused request changes nothing but still leaves its audit event.
+transaction as any data change, and commits before the response leaves; if the event cannot
+be written the caller gets a 503 and none of the data (fail closed). Errors roll back the
+data changes first, so a refused request changes nothing but still leaves its audit event.
+Views marked `reads_only` read without SQLite's write lock (`gateway.db.begin_read_phase`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from authlib.oauth2 import OAuth2Error
 from flask import Response, current_app, g, request
@@ -28,10 +29,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from audit.events import MAX_SAFE_INTEGER, AuditEvent, EventKind
 from audit.record import record_event
 from gateway import extensions
+from gateway.db import begin_read_phase, end_read_phase
 from gateway.oauth import Caller
 from gateway.openapi import API_PREFIX
 from gateway.problems import Problem, problem_response
 from policies.engine import Decision
+
+ViewFunction = TypeVar("ViewFunction", bound=Callable[..., Any])
 
 DISCLOSURE_LEVELS = ("identified", "pseudonymised", "aggregate")  # most revealing first
 
@@ -85,6 +89,8 @@ def begin_request() -> None:
 
 
 def begin_api_request() -> None:
+    if _view_attribute(request.endpoint, "_reads_only", False):
+        begin_read_phase(extensions.database().session())
     try:
         caller = extensions.oauth().authenticate()
     except OAuth2Error as error:
@@ -130,11 +136,23 @@ def begin_api_request() -> None:
 def _declares_query(endpoint: str | None) -> bool:
     """Whether the operation documents query parameters; the strict parser rejects unknown
     ones there, and an operation with none must not silently ignore a query string."""
-    view = current_app.view_functions.get(endpoint) if endpoint else None
-    if view is None:
+    apidoc = _view_attribute(endpoint, "_apidoc", None)
+    if apidoc is None:
         return True  # routing fails with its own 404/405
-    parameters = (getattr(view, "_apidoc", {}).get("arguments") or {}).get("parameters", [])
+    parameters = (apidoc.get("arguments") or {}).get("parameters", [])
     return any(parameter.get("in") == "query" for parameter in parameters)
+
+
+def _view_attribute(endpoint: str | None, name: str, default: Any) -> Any:
+    view = current_app.view_functions.get(endpoint) if endpoint else None
+    return getattr(view, name, default)
+
+
+def reads_only(view: ViewFunction) -> ViewFunction:
+    """Mark a view that changes nothing but its audit event (and `write_after_read` rows):
+    on SQLite it reads without holding the write lock (`gateway.db.begin_read_phase`)."""
+    view._reads_only = True  # type: ignore[attr-defined]
+    return view
 
 
 def require_scope(scope: str) -> Caller:
@@ -260,7 +278,9 @@ def finish_request(response: Response) -> Response:
         return response
     session = extensions.database().session
     try:
-        if response.status_code >= 400:
+        succeeded = response.status_code < 400
+        end_read_phase(session, keep_writes=succeeded)
+        if not succeeded:
             session.rollback()
         record_event(session, build_event(response))
         session.commit()

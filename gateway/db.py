@@ -1,7 +1,8 @@
 """Database engine and sessions: the same code path for SQLite and PostgreSQL.
 
-A request uses one session (one transaction): the data it reads or writes and the audit
-event describing it commit together or not at all.
+A request uses one session: a data change and the audit event describing it commit together
+or not at all. A read request on SQLite reads first and writes its event just after, in a
+second, short transaction (`begin_read_phase`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
 
 
@@ -40,6 +42,32 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class json_rows(sa.sql.functions.GenericFunction):
+    """Aggregate: the group's rows as one JSON array of `[column, ...]` arrays, `[]` if none.
+
+    Lets one statement bring back a parent row with its child collections, where the ORM
+    would issue a query per collection (a round trip each on PostgreSQL). Dates and times
+    come back as ISO strings."""
+
+    type = sa.JSON()
+    inherit_cache = True
+
+
+@compiles(json_rows, "sqlite")
+def _json_rows_sqlite(
+    element: json_rows, compiler: sa.sql.compiler.SQLCompiler, **kw: object
+) -> str:
+    return f"json_group_array(json_array({compiler.process(element.clauses, **kw)}))"
+
+
+@compiles(json_rows, "postgresql")
+def _json_rows_postgresql(
+    element: json_rows, compiler: sa.sql.compiler.SQLCompiler, **kw: object
+) -> str:
+    arrays = f"json_agg(json_build_array({compiler.process(element.clauses, **kw)}))"
+    return f"coalesce({arrays}, '[]'::json)"
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 30})
@@ -54,10 +82,12 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         @sa.event.listens_for(engine, "begin")
-        def _begin_immediate(conn):  # type: ignore[no-untyped-def]
+        def _begin(conn):  # type: ignore[no-untyped-def]
             # Every request writes its audit event: take the write lock up front so a
-            # transaction never fails upgrading a stale read snapshot under load.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # transaction never fails upgrading a stale read snapshot under load. A read
+            # request's first transaction only reads (see `begin_read_phase`).
+            read_only = conn.get_execution_options().get(READ_PHASE, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     # A database that goes silent (a network partition) must fail the request with a 503
@@ -73,6 +103,45 @@ def make_engine(url: str) -> Engine:
     return sa.create_engine(
         url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args
     )
+
+
+READ_PHASE = "gateway_read_phase"
+DEFERRED_WRITES = "gateway_deferred_writes"
+
+
+def begin_read_phase(session: Session) -> None:
+    """Start a read request's transaction without taking SQLite's write lock.
+
+    SQLite has one writer at a time, and every request writes its audit event, so a request
+    that held the write lock from its first statement would serialise every worker on the
+    whole request. A read request instead reads in a plain transaction; `end_read_phase`
+    closes it and then writes the audit event (and any `write_after_read` rows) in a short
+    write transaction. The response still waits for that commit: fail closed as before.
+    On PostgreSQL, which has no such lock, this does nothing."""
+    if session.get_bind().dialect.name == "sqlite" and not session.in_transaction():
+        session.connection(execution_options={READ_PHASE: True})
+        session.info[READ_PHASE] = True
+
+
+def write_after_read(session: Session, statement: sa.Executable, rows: list[dict]) -> None:
+    """Execute now, or in a read phase keep it for the write transaction that ends it (a
+    write inside the read transaction could fail to upgrade a snapshot another worker has
+    since changed)."""
+    if session.info.get(READ_PHASE):
+        session.info.setdefault(DEFERRED_WRITES, []).append((statement, rows))
+    else:
+        session.execute(statement, rows)
+
+
+def end_read_phase(session: Session, *, keep_writes: bool) -> None:
+    """Close the read transaction; replay its deferred writes in the next (write) one."""
+    if not session.info.pop(READ_PHASE, False):
+        return
+    writes = session.info.pop(DEFERRED_WRITES, [])
+    session.rollback()  # nothing was written in it
+    if keep_writes:
+        for statement, rows in writes:
+            session.execute(statement, rows)
 
 
 class Database:

@@ -229,6 +229,22 @@ class _RevocableToken:
         return self.claims["client_id"] == client.client_id
 
 
+# Every request asks, in one round trip: the client with its agency, and whether this jti
+# was revoked. Built once, so SQLAlchemy computes its cache key once.
+_CALLER_STANDING = (
+    sa.select(
+        ApiClient.revoked_at,
+        Agency.id,
+        Agency.code,
+        Agency.kind,
+        Agency.suspended_at,
+        sa.exists().where(RevokedToken.jti == sa.bindparam("jti")),
+    )
+    .join(Agency, Agency.id == ApiClient.agency_id)
+    .where(ApiClient.client_id == sa.bindparam("client_id"))
+)
+
+
 class OAuth:
     """The authorization server and resource protector of one app."""
 
@@ -256,22 +272,9 @@ class OAuth:
     def authenticate(self) -> Caller:
         """The caller behind this request's bearer token; raises authlib's OAuth2Error."""
         token = self.protector.validate_request(None, FlaskJsonRequest(request))
-        # One round trip: the client with its agency, and whether this jti was revoked.
-        revoked = sa.exists().where(RevokedToken.jti == token["jti"])
         row = (
             _session()
-            .execute(
-                sa.select(
-                    ApiClient.revoked_at,
-                    Agency.id,
-                    Agency.code,
-                    Agency.kind,
-                    Agency.suspended_at,
-                    revoked,
-                )
-                .join(Agency, Agency.id == ApiClient.agency_id)
-                .where(ApiClient.client_id == token["client_id"])
-            )
+            .execute(_CALLER_STANDING, {"client_id": token["client_id"], "jti": token["jti"]})
             .first()
         )
         if row is None:

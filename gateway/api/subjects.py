@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from flask import g
 
 from gateway import extensions
-from gateway.access import note_access, note_permitted, require_scope
+from gateway.access import note_access, note_permitted, reads_only, require_scope
 from gateway.api.base import ApiBlueprint
 from gateway.models import CohortMembership, Subject
 from gateway.pagination import decode_cursor, encode_cursor
@@ -39,6 +39,7 @@ def not_found(reason: str) -> Problem:
 @blp.route("", methods=["GET"])
 @blp.arguments(SubjectListQuery, location="query")
 @blp.response(200, SubjectPageSchema)
+@reads_only
 def list_subjects(query: dict) -> dict:
     """Subjects in the caller's scope, filtered in SQL by the permitting grants."""
     caller = require_scope("subjects:read")
@@ -92,6 +93,7 @@ def list_subjects(query: dict) -> dict:
 
 @blp.route("/<string:ref>", methods=["GET"])
 @blp.response(200, SubjectSchema)
+@reads_only
 def get_subject(ref: str) -> dict:
     """One subject by internal id, or by the pseudonym the caller was given."""
     caller = require_scope("subjects:read")
@@ -121,6 +123,7 @@ def get_subject(ref: str) -> dict:
 @blp.route("/search", methods=["POST"])
 @blp.arguments(SubjectSearchBody)
 @blp.response(200, SubjectSchema)
+@reads_only
 def search_subject(body: dict) -> dict:
     """Find a person by PNC, CRN or NOMIS number, sent in the body so it stays out of URLs.
 

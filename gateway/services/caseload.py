@@ -63,7 +63,7 @@ from gateway.models import (
 from gateway.services.changes import NewChange, record_changes
 from gateway.services.decisions import decide_on_subject, disclose_subjects
 from gateway.services.pseudonymisation import pseudonyms_for
-from gateway.services.subjects import age_on, load_subjects, record_context
+from gateway.services.subjects import SubjectRecord, age_on, load_subjects, record_context
 from policies.disclose import disclose
 from policies.engine import Decision, PolicySet, RecordContext, decide, list_scope
 from policies.pseudonyms import Keyring
@@ -1165,11 +1165,11 @@ def _disclose_case(
     ring: Keyring,
     agency_code: str,
     case: Management,
-    subject: Subject,
+    subject: SubjectRecord,
     decision: Decision,
     today: date,
 ) -> dict[str, Any]:
-    latest = subject.risk_assessments[-1] if subject.risk_assessments else None
+    latest = subject.latest_risk
     record = {
         "local_case_id": case.local_case_id,
         "subject_ref": subject.id,

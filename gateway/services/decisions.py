@@ -6,10 +6,9 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from gateway.models import Subject
 from gateway.services.pseudonymisation import pseudonyms_for
 from gateway.services.registry import get_agency
-from gateway.services.subjects import full_record, load_subjects, record_context
+from gateway.services.subjects import SubjectRecord, full_record, load_subjects, record_context
 from policies.disclose import disclose
 from policies.engine import Decision, PolicySet, decide
 from policies.pseudonyms import Keyring
@@ -21,7 +20,7 @@ def decide_on_subject(
     agency_kind: str,
     action: str,
     purpose: str,
-    subject: Subject,
+    subject: SubjectRecord,
     now: datetime,
 ) -> Decision:
     return decide(
@@ -40,7 +39,7 @@ def disclose_subjects(
     session: Session,
     ring: Keyring,
     agency: str,
-    decided: list[tuple[Subject, Decision]],
+    decided: list[tuple[SubjectRecord, Decision]],
     now: datetime,
 ) -> list[dict]:
     """Each permitted subject reduced to what its decision releases, pseudonyms in place."""

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from audit.events import EventKind
-from gateway.db import Database
+from gateway.db import Database, write_after_read
 from gateway.keys import KeyStore
 from gateway.models import PseudonymIndex, PseudonymKeyVersion
 from gateway.services.registry import audit_admin
@@ -51,7 +51,8 @@ def pseudonyms_for(
     domain = pseudonym_domain(agreement_id, agency)
     found = {sid: ring.pseudonym(domain, sid) for sid in subject_ids}
     if found:
-        session.execute(
+        write_after_read(
+            session,
             insert_ignoring_duplicates(session, PseudonymIndex.__table__),
             [
                 {"pseudonym": p, "domain": domain, "key_version": ring.current, "subject_id": sid}

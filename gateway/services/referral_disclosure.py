@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from gateway.models import Agency, Outcome, Referral, Subject
+from gateway.models import Agency, Outcome, Referral
 from gateway.services.decisions import decide_on_subject, disclose_subjects
 from gateway.services.pseudonymisation import pseudonyms_for
 from gateway.services.referrals import (
@@ -17,7 +17,7 @@ from gateway.services.referrals import (
     referral_context,
     referral_record,
 )
-from gateway.services.subjects import OPEN_REFERRAL, load_subjects, retention_end
+from gateway.services.subjects import OPEN_REFERRAL, SubjectRecord, load_subjects, retention_end
 from policies.disclose import disclose
 from policies.engine import Decision, PolicySet, decide
 from policies.pseudonyms import Keyring
@@ -71,7 +71,7 @@ def may_refer(
     referrer: Agency,
     recipient: Agency,
     purpose: str,
-    subject: Subject,
+    subject: SubjectRecord,
     consent: dict,
     now: datetime,
 ) -> bool:

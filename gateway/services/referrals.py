@@ -23,10 +23,9 @@ from gateway.models import (
     Outcome,
     Referral,
     ReferralTransition,
-    Subject,
 )
 from gateway.services.changes import record_change
-from gateway.services.subjects import CONSENTED_STATUSES, record_context
+from gateway.services.subjects import CONSENTED_STATUSES, SubjectRecord, record_context
 from gateway.services.subjects import OPEN_REFERRAL as OPEN
 from policies.engine import RecordContext
 
@@ -177,14 +176,14 @@ def create_referral(
     *,
     from_agency: Agency,
     to_agency: Agency,
-    subject: Subject,
+    subject: SubjectRecord,
     purpose: str,
     request: dict[str, Any],
     on_behalf_of: str | None,
     now: datetime,
 ) -> Referral:
     service = services()[request["service"]]
-    latest = subject.risk_assessments[-1] if subject.risk_assessments else None
+    latest = subject.latest_risk
     shared = request.get("share_risk", [])
     risk = {}
     if latest is not None:
@@ -388,7 +387,7 @@ def mark_overdue(session: Session, agency_id: int, now: datetime) -> int:
     return len(overdue)
 
 
-def referral_context(referral: Referral, subject: Subject, today: date) -> RecordContext:
+def referral_context(referral: Referral, subject: SubjectRecord, today: date) -> RecordContext:
     """The subject's context plus this referral's relationship to its recipient."""
     base = record_context(subject, today)
     consented = referral.status in CONSENTED_STATUSES and referral.consent.get("status") in (

@@ -5,18 +5,24 @@ that disclosure filters, and list scopes turned into SQL so lists never load row
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
+from gateway.db import json_rows
 from gateway.models import (
+    Agency,
     CohortMembership,
     Management,
     Referral,
+    RiskAssessment,
     Subject,
     SubjectIdentifier,
 )
+from gateway.models import Need as NeedRow
+from gateway.models import VictimLink as VictimLinkRow
 from policies.engine import GrantScope, PolicySet, RecordContext
 
 OPEN_REFERRAL = ("submitted", "accepted", "engaged")
@@ -32,25 +38,207 @@ def _active(start: date, end: date | None, today: date) -> bool:
     return start <= today and (end is None or end >= today)
 
 
-def load_subjects(session: Session, subject_ids: Iterable[str]) -> dict[str, Subject]:
-    """Subjects with everything disclosure may need, in a fixed number of queries."""
-    rows = session.scalars(
-        sa.select(Subject)
-        .where(Subject.id.in_(list(subject_ids)))
-        .options(
-            selectinload(Subject.identifiers),
-            selectinload(Subject.cohorts),
-            selectinload(Subject.risk_assessments),
-            selectinload(Subject.needs),
-            selectinload(Subject.management),
-            selectinload(Subject.victim_links),
-            selectinload(Subject.referrals),
+@dataclass(frozen=True, slots=True)
+class Cohort:
+    cohort: str
+    start_date: date
+    end_date: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class Risk:
+    reoffending_score: int | None
+    reoffending_band: str | None
+    serious_harm_level: str | None
+    assessed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    pathway: str
+    level: str
+
+
+@dataclass(frozen=True, slots=True)
+class Managing:
+    agency_code: str
+    statutory: bool
+    offender_manager_ref: str | None
+    start_date: date
+    end_date: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class VictimLink:
+    victim_ref: str
+    relationship_to_subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralLink:
+    """A referral as a decision about its subject sees it: who it went to and how it stands."""
+
+    to_agency_code: str
+    status: str
+    consent_status: str | None
+    closed_at: datetime | None
+    purpose: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectRecord:
+    """A subject with everything a decision or a disclosure may need, as plain values."""
+
+    id: str
+    given_name: str
+    family_name: str
+    date_of_birth: date
+    gender: str
+    ethnicity: str | None
+    address_line: str | None
+    postcode: str | None
+    phone: str | None
+    area_code: str
+    policing_unit_code: str | None
+    updated_at: datetime
+    identifiers: tuple[tuple[str, str], ...]
+    cohorts: tuple[Cohort, ...]
+    latest_risk: Risk | None
+    needs: tuple[Need, ...]
+    management: tuple[Managing, ...]
+    victim_links: tuple[VictimLink, ...]
+    referrals: tuple[ReferralLink, ...]
+
+
+def load_subjects(session: Session, subject_ids: Iterable[str]) -> dict[str, SubjectRecord]:
+    """Subjects with everything a decision or disclosure may need, in one statement.
+
+    Every read of a subject goes through here, so it is the gateway's hottest query: each
+    related collection comes back as one JSON array column (a correlated aggregate) rather
+    than as ORM objects from a query per collection, which cost most of a read."""
+    rows = session.execute(_SUBJECT_RECORDS_BY_ID, {"ids": list(subject_ids)})
+    return {row.id: _subject_record(row) for row in rows}
+
+
+def _collection(model: type, *columns: sa.ColumnElement) -> sa.ScalarSelect:
+    """The subject's rows of `model` as one JSON array of [column, ...] arrays."""
+    return sa.select(json_rows(*columns)).where(model.subject_id == Subject.id).scalar_subquery()
+
+
+_LATEST_RISK = (
+    sa.select(RiskAssessment.id)
+    .where(RiskAssessment.subject_id == Subject.id)
+    .order_by(RiskAssessment.assessed_at.desc(), RiskAssessment.id.desc())
+    .limit(1)
+    .correlate_except(RiskAssessment)  # to the subject, not to the enclosing risk query
+    .scalar_subquery()
+)
+_SUBJECT_RECORDS = sa.select(
+    *Subject.__table__.c,
+    _collection(SubjectIdentifier, SubjectIdentifier.scheme, SubjectIdentifier.value).label(
+        "identifiers_"
+    ),
+    _collection(
+        CohortMembership,
+        CohortMembership.cohort,
+        CohortMembership.start_date,
+        CohortMembership.end_date,
+    ).label("cohorts_"),
+    sa.select(
+        json_rows(
+            RiskAssessment.reoffending_score,
+            RiskAssessment.reoffending_band,
+            RiskAssessment.serious_harm_level,
+            RiskAssessment.assessed_at,
         )
-    ).all()
-    return {row.id: row for row in rows}
+    )
+    .where(RiskAssessment.id == _LATEST_RISK)
+    .scalar_subquery()
+    .label("risk_"),
+    _collection(NeedRow, NeedRow.pathway, NeedRow.level).label("needs_"),
+    sa.select(
+        json_rows(
+            Agency.code,
+            Management.statutory,
+            Management.offender_manager_ref,
+            Management.start_date,
+            Management.end_date,
+        )
+    )
+    .join_from(Management, Agency, Management.agency_id == Agency.id)
+    .where(Management.subject_id == Subject.id)
+    .scalar_subquery()
+    .label("management_"),
+    _collection(
+        VictimLinkRow, VictimLinkRow.victim_ref, VictimLinkRow.relationship_to_subject
+    ).label("victims_"),
+    sa.select(
+        json_rows(
+            Agency.code,
+            Referral.status,
+            Referral.consent["status"].as_string(),
+            Referral.closed_at,
+            Referral.purpose,
+        )
+    )
+    .join_from(Referral, Agency, Referral.to_agency_id == Agency.id)
+    .where(Referral.subject_id == Subject.id)
+    .scalar_subquery()
+    .label("referrals_"),
+)
+# Built once: SQLAlchemy memoises a statement's cache key, which for this tree costs more to
+# compute than the query takes to run.
+_SUBJECT_RECORDS_BY_ID = _SUBJECT_RECORDS.where(Subject.id.in_(sa.bindparam("ids", expanding=True)))
 
 
-def record_context(subject: Subject, today: date, policy: PolicySet | None = None) -> RecordContext:
+def _subject_record(row: sa.Row) -> SubjectRecord:
+    risks = [Risk(score, band, harm, _moment(at)) for score, band, harm, at in row.risk_ or ()]
+    return SubjectRecord(
+        id=row.id,
+        given_name=row.given_name,
+        family_name=row.family_name,
+        date_of_birth=row.date_of_birth,
+        gender=row.gender,
+        ethnicity=row.ethnicity,
+        address_line=row.address_line,
+        postcode=row.postcode,
+        phone=row.phone,
+        area_code=row.area_code,
+        policing_unit_code=row.policing_unit_code,
+        updated_at=row.updated_at,
+        identifiers=tuple((scheme, value) for scheme, value in row.identifiers_ or ()),
+        cohorts=tuple(
+            Cohort(cohort, _day(start), _day(end)) for cohort, start, end in row.cohorts_ or ()
+        ),
+        latest_risk=risks[0] if risks else None,
+        needs=tuple(Need(pathway, level) for pathway, level in row.needs_ or ()),
+        management=tuple(
+            Managing(agency, bool(statutory), manager, _day(start), _day(end))
+            for agency, statutory, manager, start, end in row.management_ or ()
+        ),
+        victim_links=tuple(VictimLink(ref, kind) for ref, kind in row.victims_ or ()),
+        referrals=tuple(
+            ReferralLink(agency, status, consent, _moment(closed), purpose)
+            for agency, status, consent, closed, purpose in row.referrals_ or ()
+        ),
+    )
+
+
+def _day(value: str | None) -> date | None:
+    return None if value is None else date.fromisoformat(value)
+
+
+def _moment(value: str | None) -> datetime | None:
+    """A timestamp from JSON: SQLite's stored text (naive UTC) or PostgreSQL's ISO form."""
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def record_context(
+    subject: SubjectRecord, today: date, policy: PolicySet | None = None
+) -> RecordContext:
     """What a decision about this subject needs to know, relationships included.
 
     A closed referral keeps its recipient related to the subject until the retention period
@@ -63,17 +251,17 @@ def record_context(subject: Subject, today: date, policy: PolicySet | None = Non
         ),
         area=subject.area_code,
         age=age_on(subject.date_of_birth, today),
-        managed_by=frozenset(m.agency.code for m in managed),
-        active_referrals_to=frozenset(r.to_agency.code for r in referred),
-        accepted_with_consent_by=frozenset(r.to_agency.code for r in referred if _consented(r)),
+        managed_by=frozenset(m.agency_code for m in managed),
+        active_referrals_to=frozenset(r.to_agency_code for r in referred),
+        accepted_with_consent_by=frozenset(r.to_agency_code for r in referred if _consented(r)),
     )
 
 
-def _consented(referral: Referral) -> bool:
-    return referral.status in CONSENTED_STATUSES and referral.consent.get("status") in CONSENT_OK
+def _consented(referral: ReferralLink) -> bool:
+    return referral.status in CONSENTED_STATUSES and referral.consent_status in CONSENT_OK
 
 
-def _referral_visible(referral: Referral, today: date, policy: PolicySet | None) -> bool:
+def _referral_visible(referral: ReferralLink, today: date, policy: PolicySet | None) -> bool:
     if referral.status in OPEN_REFERRAL:
         return True
     if policy is None or referral.closed_at is None:
@@ -92,13 +280,13 @@ def retention_end(policy: PolicySet, purpose: str, closed_on: date) -> date:
     return max(ends, default=closed_on)
 
 
-def full_record(subject: Subject, today: date) -> dict:
+def full_record(subject: SubjectRecord, today: date) -> dict:
     """Every field of the subject resource; `policies.disclose` decides what leaves."""
-    latest = subject.risk_assessments[-1] if subject.risk_assessments else None
+    latest = subject.latest_risk
     identifiers = {
-        i.scheme.lower(): i.value
-        for i in subject.identifiers
-        if i.scheme in ("PNC", "CRN", "NOMIS")
+        scheme.lower(): value
+        for scheme, value in subject.identifiers
+        if scheme in ("PNC", "CRN", "NOMIS")
     }
     return {
         "ref": subject.id,
@@ -127,7 +315,7 @@ def full_record(subject: Subject, today: date) -> dict:
         "needs": {n.pathway: n.level for n in subject.needs},
         "management": [
             {
-                "agency": m.agency.code,
+                "agency": m.agency_code,
                 "statutory": m.statutory,
                 "offender_manager_ref": m.offender_manager_ref,
                 "since": m.start_date,

@@ -45,7 +45,9 @@ def test_record_event_adds_rows_without_committing(audit_engine: sa.Engine) -> N
         assert session.execute(sa.select(sa.func.count()).select_from(AuditEventRow)).scalar() == 0
 
 
-def test_record_event_is_two_statements(audit_session: Session) -> None:
+def test_record_event_round_trips(audit_session: Session) -> None:
+    """An event with subjects is one statement on PostgreSQL (a round trip per statement
+    there) and two on SQLite; an event without subjects is one INSERT on both."""
     record_event(audit_session, make_event(0))  # warm caches
     statements: list[tuple[str, bool]] = []
 
@@ -59,7 +61,10 @@ def test_record_event_is_two_statements(audit_session: Session) -> None:
         record_event(audit_session, make_event(2, subject_ids=()))
     finally:
         sa.event.remove(engine, "before_cursor_execute", count)
-    assert statements == [("INSERT", False), ("INSERT", True), ("INSERT", False)]
+    if engine.dialect.name == "postgresql":
+        assert statements == [("WITH", False), ("INSERT", False)]
+    else:
+        assert statements == [("INSERT", False), ("INSERT", True), ("INSERT", False)]
 
 
 def test_times_read_back_as_aware_utc(audit_session: Session) -> None:

@@ -22,10 +22,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from gateway.db import Base
-from gateway.models import Agency, Referral, Subject
+from gateway.models import Agency, Referral
 from gateway.services.decisions import decide_on_subject
 from gateway.services.pseudonymisation import resolve_pseudonym
 from gateway.services.referral_disclosure import decide_on_referral
+from gateway.services.subjects import load_subjects
 from tests.security.conftest import (
     API,
     data_row_counts,
@@ -90,7 +91,7 @@ class Oracle:
             if resolved is None:
                 return False
             subject_id = resolved[0]
-        subject = self.db.get(Subject, subject_id)
+        subject = load_subjects(self.db, [subject_id]).get(subject_id)
         if subject is None:
             return False
         a = self.agencies[agency]

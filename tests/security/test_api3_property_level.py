@@ -24,11 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.agreement_store import load_agreement_files
-from gateway.models import Agency, Referral, Subject
+from gateway.models import Agency, Referral
 from gateway.services.decisions import decide_on_subject
 from gateway.services.pseudonymisation import resolve_pseudonym
 from gateway.services.referral_disclosure import decide_on_referral
-from gateway.services.subjects import full_record
+from gateway.services.subjects import SubjectRecord, full_record, load_subjects
 from policies.vocabulary import (
     PSEUDONYMISED,
     PSEUDONYMISED_KEYS,
@@ -202,7 +202,7 @@ def check_nested(record: dict, decision, resource: str) -> None:  # type: ignore
             assert set(value) <= allowed, (resource, name, set(value) - allowed)
 
 
-def identifying_values(subject: Subject) -> dict[str, str]:
+def identifying_values(subject: SubjectRecord) -> dict[str, str]:
     record = full_record(subject, date.today())
     values = {k: str(record[k]) for k in IDENTIFYING_VALUES if record.get(k)}
     values["date_of_birth"] = record["date_of_birth"].isoformat()
@@ -217,13 +217,13 @@ class Checker:
         self.agencies = {a.code: a for a in db.scalars(sa.select(Agency))}
         self.records = 0
 
-    def subject_of(self, ref: str, agency: str) -> Subject:
+    def subject_of(self, ref: str, agency: str) -> SubjectRecord:
         if ref.startswith("psn"):
             grace = timedelta(days=self.app.config["GATEWAY"].pseudonym_grace_days)
             resolved = resolve_pseudonym(self.db, ref, agency, grace, self.now)
             assert resolved is not None, f"{agency} was given a pseudonym it cannot use"
             ref = resolved[0]
-        subject = self.db.get(Subject, ref)
+        subject = load_subjects(self.db, [ref]).get(ref)
         assert subject is not None
         return subject
 
