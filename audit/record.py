@@ -72,14 +72,15 @@ def event_row(event: AuditEvent) -> dict[str, object]:
 def record_event(session: Session, event: AuditEvent) -> None:
     """Insert the event and its subject rows into the caller's transaction; never commits."""
     row = event_row(event)
-    if event.subject_ids and session.get_bind().dialect.name == "postgresql":
+    connection = session.connection()  # Core statements: no ORM execution machinery needed
+    if event.subject_ids and connection.dialect.name == "postgresql":
         row["subject_ids"] = list(event.subject_ids)
-        session.execute(_INSERT_EVENT_WITH_SUBJECTS, row)
+        connection.execute(_INSERT_EVENT_WITH_SUBJECTS, row)
         return
-    result = session.execute(_INSERT_EVENT, row)
+    result = connection.execute(_INSERT_EVENT, row)
     if event.subject_ids:
         row_id = result.inserted_primary_key[0]
-        session.execute(
+        connection.execute(
             _INSERT_SUBJECTS,
             [{"event_row_id": row_id, "subject_id": s} for s in event.subject_ids],
         )

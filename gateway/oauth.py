@@ -274,6 +274,7 @@ class OAuth:
         token = self.protector.validate_request(None, FlaskJsonRequest(request))
         row = (
             _session()
+            .connection()
             .execute(_CALLER_STANDING, {"client_id": token["client_id"], "jti": token["jti"]})
             .first()
         )

@@ -116,7 +116,8 @@ def load_subjects(session: Session, subject_ids: Iterable[str]) -> dict[str, Sub
     Every read of a subject goes through here, so it is the gateway's hottest query: each
     related collection comes back as one JSON array column (a correlated aggregate) rather
     than as ORM objects from a query per collection, which cost most of a read."""
-    rows = session.execute(_SUBJECT_RECORDS_BY_ID, {"ids": list(subject_ids)})
+    session.flush()  # Core on the session's connection: no ORM autoflush, and no ORM rows
+    rows = session.connection().execute(_SUBJECT_RECORDS_BY_ID, {"ids": list(subject_ids)})
     return {row.id: _subject_record(row) for row in rows}
 
 
