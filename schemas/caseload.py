@@ -180,7 +180,14 @@ class CaseloadSyncSchema(StrictSchema):
         validate=validate.OneOf(["upsert", "snapshot"]),
         metadata={
             "description": "upsert: apply these records. snapshot: these records are your whole "
-            "caseload; your other open cases are ended (a caseload that fits one batch only)"
+            "caseload; your other open cases are ended (a caseload that fits one batch; "
+            "larger ones use a snapshot session, see snapshot_id)"
+        },
+    )
+    snapshot_id = fields.UUID(
+        metadata={
+            "description": "This batch is part of the snapshot session with this id (from "
+            "POST /caseload/snapshots): applied as an upsert, its local case ids remembered"
         },
     )
     atomic = StrictBoolean(
@@ -197,6 +204,15 @@ class CaseloadSyncSchema(StrictSchema):
         required=True,
         validate=validate.Length(min=1, max=MAX_BATCH),
     )
+
+    @validates_schema
+    def _one_kind_of_snapshot(self, data: dict, **_: object) -> None:
+        if data.get("snapshot_id") is not None and data.get("mode") == "snapshot":
+            raise ValidationError(
+                "a batch of a snapshot session is an upsert; the session's completion ends "
+                "the missing cases",
+                "mode",
+            )
 
     @validates_schema
     def _unique_local_ids(self, data: dict, **_: object) -> None:
@@ -237,9 +253,46 @@ class SyncSummarySchema(Schema):
 class CaseloadSyncResultSchema(Schema):
     mode = fields.String()
     atomic = fields.Boolean()
+    snapshot_id = fields.String(
+        allow_none=True, metadata={"description": "The snapshot session the batch was part of"}
+    )
     summary = fields.Nested(SyncSummarySchema)
     results = fields.List(fields.Nested(RecordResultSchema))
     ended = fields.List(fields.String(), metadata={"description": "Local ids a snapshot ended"})
+
+
+SNAPSHOT_STATUSES = ("open", "completed", "abandoned", "expired")
+
+
+class SnapshotOpenSchema(StrictSchema):
+    """Opening a snapshot takes no options (send `{}`): a place for them when some are needed."""
+
+
+class SnapshotCompleteSchema(StrictSchema):
+    confirm_end = StrictBoolean(
+        load_default=False,
+        metadata={"description": "Allow the snapshot to end more than the configured share"},
+    )
+
+
+class SnapshotSchema(Schema):
+    """A caseload snapshot sent in many batches."""
+
+    ref = fields.String(metadata={"description": "The snapshot id: send it as `snapshot_id`"})
+    status = fields.String(metadata={"enum": list(SNAPSHOT_STATUSES)})
+    opened_at = UTCDateTime()
+    expires_at = UTCDateTime(metadata={"description": "Complete it before then"})
+    closed_at = UTCDateTime(allow_none=True)
+    batches = fields.Integer(metadata={"description": "Batches applied with this snapshot id"})
+    cases_seen = fields.Integer(metadata={"description": "Distinct local case ids seen"})
+    open_cases = fields.Integer(
+        allow_none=True, metadata={"description": "Your open cases when it was completed"}
+    )
+    ended = fields.List(
+        fields.String(),
+        allow_none=True,
+        metadata={"description": "Local ids of the cases its completion ended"},
+    )
 
 
 class CaseViewSchema(Schema):
