@@ -20,6 +20,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 
 from policies.identifiers import IdentifierError, normalise_identifier
 from policies.vocabulary import AREAS, COHORTS, PATHWAYS, SERIOUS_HARM_LEVELS
+from schemas.caseload_fast import load_batch
 from schemas.common import StrictSchema, UTCDateTime
 from schemas.referrals import OFFENCE_TYPES, ChangeSchema
 from schemas.subjects import SubjectSchema
@@ -31,8 +32,9 @@ NEED_LEVELS = ("low", "medium", "high")
 GENDERS = ("male", "female", "other", "unknown")
 RESULTS = ("created", "updated", "unchanged", "rejected")
 # Short enough that the offence source reference "<agency>:<local id>" fits its 80 characters.
+LOCAL_CASE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/._:-]{0,39}\Z")  # \Z: no trailing \n
 LOCAL_CASE_ID = validate.Regexp(
-    r"^[A-Za-z0-9][A-Za-z0-9/._:-]{0,39}$",
+    LOCAL_CASE_ID_PATTERN,
     error="1-40 characters: letters, digits and / . _ : - (starting with a letter or digit)",
 )
 EARLIEST = date(1900, 1, 1)
@@ -49,9 +51,16 @@ def _plain_text(value: str) -> None:
         raise ValidationError("control characters and unpaired surrogates are not accepted")
 
 
+class _StrictBoolean(fields.Boolean):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if value is True or value is False:  # not `in {True}`: 1 == True, 0 == False
+            return value
+        raise self.make_error("invalid", input=value)
+
+
 def StrictBoolean(**kwargs: Any) -> fields.Boolean:
     """Only JSON true/false: "yes" or 1 for a flag is a client bug worth reporting."""
-    return fields.Boolean(truthy={True}, falsy={False}, **kwargs)
+    return _StrictBoolean(**kwargs)
 
 
 class IdentifiersSchema(StrictSchema):
@@ -204,6 +213,25 @@ class CaseloadSyncSchema(StrictSchema):
         required=True,
         validate=validate.Length(min=1, max=MAX_BATCH),
     )
+
+    def load(self, data: Any, *, many: bool | None = None, **kwargs: Any) -> Any:
+        """A well-formed batch through the fast path (`schemas.caseload_fast`), anything else
+        through the schema itself, so every error is the schema's."""
+        if not many and not kwargs:
+            loaded = load_batch(
+                data,
+                max_batch=MAX_BATCH,
+                max_offences=MAX_OFFENCES,
+                local_case_id=LOCAL_CASE_ID_PATTERN,
+                unstorable=_UNSTORABLE,
+                statuses=CASE_STATUSES,
+                need_levels=NEED_LEVELS,
+                genders=GENDERS,
+                offence_types=frozenset(OFFENCE_TYPES),
+            )
+            if loaded is not None:
+                return loaded
+        return super().load(data, many=many, **kwargs)
 
     @validates_schema
     def _one_kind_of_snapshot(self, data: dict, **_: object) -> None:

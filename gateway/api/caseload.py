@@ -7,10 +7,10 @@ caller -> scope -> idempotency -> decide and apply (service) -> note -> respond.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
+import orjson
 from flask import Response, g, request
 
 from gateway import extensions, idempotency
@@ -144,7 +144,7 @@ def sync_caseload(body: dict) -> Any:
     result["snapshot_id"] = snapshot_id
     if key is not None:
         idempotency.remember(caller.agency_id, key, 200, result, {})
-    return Response(json.dumps(result), 200, mimetype="application/json")
+    return Response(orjson.dumps(result), 200, mimetype="application/json")
 
 
 def _syncing_agency(caller: Caller, policy: PolicySet, now: datetime) -> caseload.SyncingAgency:

@@ -43,13 +43,13 @@ Rules, and why:
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -75,7 +75,8 @@ from policies.pseudonyms import Keyring
 SUBJECT_UPDATED = "caseload.subject_updated"
 TRANSFER_FLAGGED = "caseload.transfer_flagged"
 CASELOAD_KINDS = (SUBJECT_UPDATED, TRANSFER_FLAGGED)
-HASH_VERSION = "caseload/1"  # bump when the normalised form changes: every case re-applies
+# Bump when the normalised form or its encoding changes: every case re-applies once.
+HASH_VERSION = "caseload/2"  # 2: encoded by orjson (UTF-8, not \u escapes)
 HIGH_HARM = frozenset({"high", "very_high"})
 PROBATION_KINDS = ("nps", "crc")
 OWN_CASELOAD = frozenset({"in_recipient_caseload"})
@@ -103,7 +104,7 @@ class SyncingAgency:
     areas: frozenset[str]
 
 
-@dataclass
+@dataclass(slots=True)
 class RecordOutcome:
     index: int
     local_case_id: str
@@ -215,14 +216,11 @@ def record_hash(record: dict[str, Any]) -> str:
         ),
         "risk": record.get("risk") or None,
     }
-    text = json.dumps([HASH_VERSION, normal], sort_keys=True, default=_iso, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _iso(value: object) -> str:
-    if isinstance(value, date):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
+    # orjson: compact, sorted keys, dates as ISO strings; several times the stdlib's speed,
+    # which a batch of 1,000 records notices.
+    return hashlib.sha256(
+        orjson.dumps([HASH_VERSION, normal], option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()
 
 
 def reoffending_band(score: int) -> str:
@@ -261,7 +259,7 @@ class _Case:
         return self.start_date <= today and (self.end_date is None or self.end_date >= today)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Person:
     """One subject's facts the sync reads and keeps current while it works through a batch."""
 
@@ -422,7 +420,7 @@ def allocation_kind(harm_level: str | None) -> str | None:
 # --- the sync -----------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Plan:
     """One record that will be applied."""
 

@@ -758,6 +758,13 @@ def _malformed() -> list[tuple[str, object]]:
         ("control character", {"records": [{**good, "family_name": "Smith\nJones"}]}),
         ("huge local id", {"records": [{**good, "local_case_id": "C" * 500}]}),
         ("local id with spaces", {"records": [{**good, "local_case_id": "CRC T 1"}]}),
+        ("local id with a trailing newline", {"records": [{**good, "local_case_id": "CRC-T-M\n"}]}),
+        ("statutory as 1", {"records": [*ok, {**good, "statutory": 1}]}),
+        (
+            "score as true",
+            {"records": [*ok, {**good, "risk": {**good["risk"], "reoffending_score": True}}]},
+        ),
+        ("snapshot id not a uuid", {"records": ok, "snapshot_id": "snapshot-1"}),
         ("huge body", {"records": [{**good, "given_name": "A" * 1_100_000}]}),
         ("null record", {"records": [None]}),
         ("area unknown", {"records": [{**good, "area": "LON"}]}),
