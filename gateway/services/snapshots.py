@@ -126,7 +126,11 @@ def for_batch(
     session: Session, agency_id: int, snapshot_id: str, now: datetime
 ) -> CaseloadSnapshot:
     """The open snapshot a batch is tagged with; a closed or expired one refuses the batch
-    (its sender believes it is building a snapshot that no longer can be completed)."""
+    (its sender believes it is building a snapshot that no longer can be completed).
+
+    Takes the agency's lock first, as the batch will: a completion running at the same time
+    either finishes before this reads the snapshot, or waits for the batch to commit."""
+    _lock_agency(session, agency_id)
     snapshot = find(session, agency_id, snapshot_id)
     _require_open(snapshot, now)
     return snapshot
