@@ -41,6 +41,8 @@ class Config:
     pseudonym_grace_days: int = 90
     # A caseload snapshot may end at most this share of the agency's open cases unconfirmed.
     snapshot_max_end_share: float = 0.2
+    # A snapshot session not completed within this many hours expires and ends nothing.
+    snapshot_ttl_hours: float = 24.0
     agreements_dir: Path = ROOT / "policies" / "agreements"
     # Performance figures (gateway.services.metrics): disclosure control and finality.
     metrics_min_count: int = 8  # counts from 1 to this minus 1 are suppressed
@@ -73,6 +75,7 @@ class Config:
             audit_checkpoint_every_seconds=_float("GATEWAY_AUDIT_CHECKPOINT_SECONDS", 5.0),
             pseudonym_grace_days=_int("GATEWAY_PSEUDONYM_GRACE_DAYS", 90),
             snapshot_max_end_share=_float("GATEWAY_SNAPSHOT_MAX_END_SHARE", 0.2),
+            snapshot_ttl_hours=_float("GATEWAY_SNAPSHOT_TTL_HOURS", 24.0),
             metrics_min_count=_int("GATEWAY_METRICS_MIN_COUNT", 8),
             metrics_round_to=_int("GATEWAY_METRICS_ROUND_TO", 5),
             metrics_min_rate_base=_int("GATEWAY_METRICS_MIN_RATE_BASE", 30),

@@ -186,6 +186,11 @@ class CohortMembership(Base):
     area_code: Mapped[str] = mapped_column(sa.ForeignKey("areas.code"))
     start_date: Mapped[date]
     end_date: Mapped[date | None]
+    set_by_agency_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("agencies.id"),
+        doc="The agency whose caseload sync set the flag; only its sync may end it (None: "
+        "set otherwise, ended by whoever runs the cohort)",
+    )
 
 
 class RiskAssessment(Base):
@@ -410,3 +415,39 @@ class Offence(Base):
             "source", "source_ref", "offence_type", "offence_date", name="uq_offence_report"
         ),
     )
+
+
+SNAPSHOT_STATUSES = ("open", "completed", "abandoned", "expired")
+
+
+class CaseloadSnapshot(Base):
+    """A caseload snapshot sent in many batches: an agency's whole caseload rarely fits one.
+
+    Batches tagged with the snapshot are applied as usual and their local case ids remembered
+    (`CaseloadSnapshotCase`); completing it ends the agency's open cases not seen since it was
+    opened. See `gateway.services.snapshots`."""
+
+    __tablename__ = "caseload_snapshots"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True, default=new_uuid)
+    agency_id: Mapped[int] = mapped_column(sa.ForeignKey("agencies.id"), index=True)
+    status: Mapped[str] = mapped_column(sa.String(16), default="open")
+    opened_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    batches: Mapped[int] = mapped_column(default=0)
+    result: Mapped[dict[str, Any] | None] = mapped_column(
+        sa.JSON, doc="What completing it did, answered again to a repeated completion"
+    )
+    __table_args__ = (
+        sa.CheckConstraint(f"status IN {SNAPSHOT_STATUSES}", name="caseload_snapshot_status"),
+    )
+
+
+class CaseloadSnapshotCase(Base):
+    """A local case id an open snapshot has seen (kept only until it is closed)."""
+
+    __tablename__ = "caseload_snapshot_cases"
+    snapshot_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("caseload_snapshots.id"), primary_key=True
+    )
+    local_case_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)

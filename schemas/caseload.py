@@ -20,6 +20,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 
 from policies.identifiers import IdentifierError, normalise_identifier
 from policies.vocabulary import AREAS, COHORTS, PATHWAYS, SERIOUS_HARM_LEVELS
+from schemas.caseload_fast import load_batch
 from schemas.common import StrictSchema, UTCDateTime
 from schemas.referrals import OFFENCE_TYPES, ChangeSchema
 from schemas.subjects import SubjectSchema
@@ -31,8 +32,9 @@ NEED_LEVELS = ("low", "medium", "high")
 GENDERS = ("male", "female", "other", "unknown")
 RESULTS = ("created", "updated", "unchanged", "rejected")
 # Short enough that the offence source reference "<agency>:<local id>" fits its 80 characters.
+LOCAL_CASE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/._:-]{0,39}\Z")  # \Z: no trailing \n
 LOCAL_CASE_ID = validate.Regexp(
-    r"^[A-Za-z0-9][A-Za-z0-9/._:-]{0,39}$",
+    LOCAL_CASE_ID_PATTERN,
     error="1-40 characters: letters, digits and / . _ : - (starting with a letter or digit)",
 )
 EARLIEST = date(1900, 1, 1)
@@ -49,9 +51,16 @@ def _plain_text(value: str) -> None:
         raise ValidationError("control characters and unpaired surrogates are not accepted")
 
 
+class _StrictBoolean(fields.Boolean):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if value is True or value is False:  # not `in {True}`: 1 == True, 0 == False
+            return value
+        raise self.make_error("invalid", input=value)
+
+
 def StrictBoolean(**kwargs: Any) -> fields.Boolean:
     """Only JSON true/false: "yes" or 1 for a flag is a client bug worth reporting."""
-    return fields.Boolean(truthy={True}, falsy={False}, **kwargs)
+    return _StrictBoolean(**kwargs)
 
 
 class IdentifiersSchema(StrictSchema):
@@ -180,7 +189,14 @@ class CaseloadSyncSchema(StrictSchema):
         validate=validate.OneOf(["upsert", "snapshot"]),
         metadata={
             "description": "upsert: apply these records. snapshot: these records are your whole "
-            "caseload; your other open cases are ended (a caseload that fits one batch only)"
+            "caseload; your other open cases are ended (a caseload that fits one batch; "
+            "larger ones use a snapshot session, see snapshot_id)"
+        },
+    )
+    snapshot_id = fields.UUID(
+        metadata={
+            "description": "This batch is part of the snapshot session with this id (from "
+            "POST /caseload/snapshots): applied as an upsert, its local case ids remembered"
         },
     )
     atomic = StrictBoolean(
@@ -197,6 +213,34 @@ class CaseloadSyncSchema(StrictSchema):
         required=True,
         validate=validate.Length(min=1, max=MAX_BATCH),
     )
+
+    def load(self, data: Any, *, many: bool | None = None, **kwargs: Any) -> Any:
+        """A well-formed batch through the fast path (`schemas.caseload_fast`), anything else
+        through the schema itself, so every error is the schema's."""
+        if not many and not kwargs:
+            loaded = load_batch(
+                data,
+                max_batch=MAX_BATCH,
+                max_offences=MAX_OFFENCES,
+                local_case_id=LOCAL_CASE_ID_PATTERN,
+                unstorable=_UNSTORABLE,
+                statuses=CASE_STATUSES,
+                need_levels=NEED_LEVELS,
+                genders=GENDERS,
+                offence_types=frozenset(OFFENCE_TYPES),
+            )
+            if loaded is not None:
+                return loaded
+        return super().load(data, many=many, **kwargs)
+
+    @validates_schema
+    def _one_kind_of_snapshot(self, data: dict, **_: object) -> None:
+        if data.get("snapshot_id") is not None and data.get("mode") == "snapshot":
+            raise ValidationError(
+                "a batch of a snapshot session is an upsert; the session's completion ends "
+                "the missing cases",
+                "mode",
+            )
 
     @validates_schema
     def _unique_local_ids(self, data: dict, **_: object) -> None:
@@ -237,9 +281,46 @@ class SyncSummarySchema(Schema):
 class CaseloadSyncResultSchema(Schema):
     mode = fields.String()
     atomic = fields.Boolean()
+    snapshot_id = fields.String(
+        allow_none=True, metadata={"description": "The snapshot session the batch was part of"}
+    )
     summary = fields.Nested(SyncSummarySchema)
     results = fields.List(fields.Nested(RecordResultSchema))
     ended = fields.List(fields.String(), metadata={"description": "Local ids a snapshot ended"})
+
+
+SNAPSHOT_STATUSES = ("open", "completed", "abandoned", "expired")
+
+
+class SnapshotOpenSchema(StrictSchema):
+    """Opening a snapshot takes no options (send `{}`): a place for them when some are needed."""
+
+
+class SnapshotCompleteSchema(StrictSchema):
+    confirm_end = StrictBoolean(
+        load_default=False,
+        metadata={"description": "Allow the snapshot to end more than the configured share"},
+    )
+
+
+class SnapshotSchema(Schema):
+    """A caseload snapshot sent in many batches."""
+
+    ref = fields.String(metadata={"description": "The snapshot id: send it as `snapshot_id`"})
+    status = fields.String(metadata={"enum": list(SNAPSHOT_STATUSES)})
+    opened_at = UTCDateTime()
+    expires_at = UTCDateTime(metadata={"description": "Complete it before then"})
+    closed_at = UTCDateTime(allow_none=True)
+    batches = fields.Integer(metadata={"description": "Batches applied with this snapshot id"})
+    cases_seen = fields.Integer(metadata={"description": "Distinct local case ids seen"})
+    open_cases = fields.Integer(
+        allow_none=True, metadata={"description": "Your open cases when it was completed"}
+    )
+    ended = fields.List(
+        fields.String(),
+        allow_none=True,
+        metadata={"description": "Local ids of the cases its completion ended"},
+    )
 
 
 class CaseViewSchema(Schema):

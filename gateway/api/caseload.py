@@ -7,10 +7,10 @@ caller -> scope -> idempotency -> decide and apply (service) -> note -> respond.
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
 
+import orjson
 from flask import Response, g, request
 
 from gateway import extensions, idempotency
@@ -18,11 +18,19 @@ from gateway.access import note_access, require_scope
 from gateway.api.base import ApiBlueprint
 from gateway.api.changes import render_feed
 from gateway.models import Agency
+from gateway.oauth import Caller
 from gateway.problems import PROBLEM_MEDIA_TYPE, Problem
-from gateway.services import caseload
-from policies.engine import decide
+from gateway.services import caseload, snapshots
+from policies.engine import PolicySet, decide
 from policies.vocabulary import FIELDS
-from schemas.caseload import CaseloadChangePageSchema, CaseloadSyncResultSchema, CaseloadSyncSchema
+from schemas.caseload import (
+    CaseloadChangePageSchema,
+    CaseloadSyncResultSchema,
+    CaseloadSyncSchema,
+    SnapshotCompleteSchema,
+    SnapshotOpenSchema,
+    SnapshotSchema,
+)
 from schemas.problem import ProblemSchema
 from schemas.referrals import ChangesQuery
 
@@ -46,7 +54,14 @@ SUBMITTED_FIELDS = frozenset(FIELDS["caseload"]) - {"updated_at"}
     409,
     schema=ProblemSchema,
     content_type=PROBLEM_MEDIA_TYPE,
-    description="The snapshot would end more than the allowed share of your open cases",
+    description="The snapshot would end more than the allowed share of your open cases, or "
+    "the snapshot session the batch names is closed or expired",
+)
+@blp.alt_response(
+    404,
+    schema=ProblemSchema,
+    content_type=PROBLEM_MEDIA_TYPE,
+    description="No snapshot session of your agency has the `snapshot_id` given",
 )
 def sync_caseload(body: dict) -> Any:
     """Push up to 1,000 of your case records; every record is reported back.
@@ -58,12 +73,15 @@ def sync_caseload(body: dict) -> Any:
     nothing. A malformed batch (bad types, unknown fields, bad dates or identifiers, repeated
     local case ids, over 1,000 records) is 422 as a whole and applies nothing.
 
-    `"mode": "snapshot"` says the batch is your whole caseload: your open cases missing from it
-    are ended (terminated today). A snapshot that would end more than
-    `GATEWAY_SNAPSHOT_MAX_END_SHARE` (default 20%) of your open cases is refused with 409
-    unless you send `"confirm_end": true`. A snapshot is a single batch, so it serves caseloads
-    of up to 1,000 open cases; larger caseloads sync in `upsert` batches and send closed cases
-    with status `terminated`.
+    A caseload larger than one batch is snapshotted in a session: open one
+    (`POST /caseload/snapshots`), send your batches with its `"snapshot_id"`, then complete it
+    (`POST /caseload/snapshots/{id}/complete`), which ends your open cases that no batch
+    mentioned. A batch naming an unknown snapshot is 404, a closed or expired one 409.
+
+    `"mode": "snapshot"` is the one-batch case: the batch is your whole caseload and your open
+    cases missing from it are ended (terminated today). Either way, a snapshot that would end
+    more than `GATEWAY_SNAPSHOT_MAX_END_SHARE` (default 20%) of your open cases is refused with
+    409 unless you send `"confirm_end": true`.
 
     Send `Idempotency-Key`: a retried batch replays the first response and applies nothing
     again; the same key with a different batch is 422."""
@@ -82,34 +100,15 @@ def sync_caseload(body: dict) -> Any:
     session = extensions.database().session
     now = datetime.now(UTC)
     policy = extensions.agreements().current()
-    agency = session.get(Agency, caller.agency_id)
-    submit = decide(
-        policy,
-        agency=caller.agency_code,
-        agency_kind=caller.agency_kind,
-        action="create",
-        resource="caseload",
-        purpose=g.purpose,
-        record=None,
-        now=now,
-    )
-    if not submit.permitted:  # no grant could apply to any record: refuse the batch
-        note_access(
-            decision="deny",
-            reason=submit.reasons[0].code if submit.reasons else "no_agreement",
-        )
-        raise Problem(
-            403,
-            "no-caseload-agreement",
-            detail="No agreement in force lets your agency sync its caseload for this purpose.",
-        )
+    agency = _syncing_agency(caller, policy, now)
     records = body["records"]
+    snapshot_id = str(body["snapshot_id"]) if body.get("snapshot_id") else None
+    details = {"mode": body["mode"], "atomic": body["atomic"], "snapshot_id": snapshot_id}
     try:
+        tagged = snapshots.for_batch(session, agency.id, snapshot_id, now) if snapshot_id else None
         report = caseload.sync_caseload(
             session,
-            caseload.SyncingAgency(
-                agency.id, agency.code, agency.kind, frozenset(agency.areas or ())
-            ),
+            agency,
             records,
             mode=body["mode"],
             atomic=body["atomic"],
@@ -119,13 +118,11 @@ def sync_caseload(body: dict) -> Any:
             purpose=g.purpose,
             now=now,
         )
-    except caseload.CaseloadError as error:
-        note_access(
-            decision="deny",
-            reason=error.slug.replace("-", "_"),
-            details={"mode": body["mode"], "atomic": body["atomic"], "received": len(records)},
+        snapshots.remember_batch(
+            session, agency.id, [r["local_case_id"] for r in records], tagged, now
         )
-        raise Problem(error.status, error.slug, detail=error.detail, **error.members) from None
+    except caseload.CaseloadError as error:
+        _refused(error, {**details, "received": len(records)})
 
     counts = report.counts()
     note_access(
@@ -137,17 +134,163 @@ def sync_caseload(body: dict) -> Any:
         agreement=",".join(sorted({a for a, _ in report.basis})) or None,
         grant=",".join(sorted({gr for _, gr in report.basis})) or None,
         details={
-            "mode": body["mode"],
-            "atomic": body["atomic"],
+            **details,
             "confirm_end": body["confirm_end"],
             **counts,
             "changes": report.changes,
         },
     )
     result = report.as_dict()  # plain JSON values already, in the documented shape
+    result["snapshot_id"] = snapshot_id
     if key is not None:
         idempotency.remember(caller.agency_id, key, 200, result, {})
-    return Response(json.dumps(result), 200, mimetype="application/json")
+    return Response(orjson.dumps(result), 200, mimetype="application/json")
+
+
+def _syncing_agency(caller: Caller, policy: PolicySet, now: datetime) -> caseload.SyncingAgency:
+    """The caller's agency, provided some agreement in force lets it sync its caseload for
+    the declared purpose (else no grant could apply to any record: the request is refused)."""
+    submit = decide(
+        policy,
+        agency=caller.agency_code,
+        agency_kind=caller.agency_kind,
+        action="create",
+        resource="caseload",
+        purpose=g.purpose,
+        record=None,
+        now=now,
+    )
+    if not submit.permitted:
+        note_access(
+            decision="deny",
+            reason=submit.reasons[0].code if submit.reasons else "no_agreement",
+        )
+        raise Problem(
+            403,
+            "no-caseload-agreement",
+            detail="No agreement in force lets your agency sync its caseload for this purpose.",
+        )
+    agency = extensions.database().session.get(Agency, caller.agency_id)
+    return caseload.SyncingAgency(
+        agency.id, agency.code, agency.kind, frozenset(agency.areas or ())
+    )
+
+
+def _refused(error: caseload.CaseloadError, details: dict[str, Any]) -> NoReturn:
+    note_access(decision="deny", reason=error.slug.replace("-", "_"), details=details)
+    raise Problem(error.status, error.slug, detail=error.detail, **error.members) from None
+
+
+# --- snapshots sent in many batches ---------------------------------------------------------
+
+
+@blp.route("/snapshots", methods=["POST"])
+@blp.arguments(SnapshotOpenSchema)
+@blp.response(201, SnapshotSchema)
+def open_snapshot(_: dict) -> dict:
+    """Open a snapshot of your caseload that you will send in several batches.
+
+    Send each batch to `POST /caseload/sync` with `"snapshot_id"`: it is applied as usual and
+    its local case ids are remembered (batches you send without the id while the snapshot is
+    open count too). Then complete it to end your open cases that no batch mentioned. It
+    expires, ending nothing, after `GATEWAY_SNAPSHOT_TTL_HOURS` (24). Opening a snapshot
+    abandons the one your agency still had open."""
+    caller = require_scope("caseload:write")
+    note_access(action="create", resource_type="caseload_snapshot")
+    now = datetime.now(UTC)
+    agency = _syncing_agency(caller, extensions.agreements().current(), now)
+    session = extensions.database().session
+    ttl = timedelta(hours=extensions.config().snapshot_ttl_hours)
+    snapshot = snapshots.open_snapshot(session, agency.id, now, ttl)
+    note_access(decision="permit", reason="ok", details={"snapshot_id": snapshot.id})
+    return snapshots.view(snapshot, session, now)
+
+
+@blp.route("/snapshots/<string:snapshot_id>", methods=["GET"])
+@blp.response(200, SnapshotSchema)
+@blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM_MEDIA_TYPE)
+def get_snapshot(snapshot_id: str) -> dict:
+    """Your snapshot: its status, batches and distinct cases seen so far, and once completed
+    what it ended."""
+    caller = require_scope("caseload:write")
+    note_access(action="read", resource_type="caseload_snapshot")
+    session, now = extensions.database().session, datetime.now(UTC)
+    try:
+        snapshot = snapshots.find(session, caller.agency_id, snapshot_id)
+    except caseload.CaseloadError as error:
+        _refused(error, {})
+    note_access(decision="permit", reason="ok", details={"snapshot_id": snapshot.id})
+    return snapshots.view(snapshot, session, now)
+
+
+@blp.route("/snapshots/<string:snapshot_id>/complete", methods=["POST"])
+@blp.arguments(SnapshotCompleteSchema)
+@blp.response(200, SnapshotSchema)
+@blp.alt_response(
+    409,
+    schema=ProblemSchema,
+    content_type=PROBLEM_MEDIA_TYPE,
+    description="It would end more than the allowed share of your open cases (it stays open: "
+    "send the missing batches, or confirm), or it was abandoned or expired",
+)
+def complete_snapshot(body: dict, snapshot_id: str) -> dict:
+    """End your open cases that no batch mentioned since the snapshot was opened.
+
+    They are terminated today and the people's other managers are told in their feeds. More
+    than `GATEWAY_SNAPSHOT_MAX_END_SHARE` (20%) of your open cases needs
+    `"confirm_end": true`; otherwise 409 with `would_end` and `open_cases`, and nothing
+    changes. A snapshot with no batch is 422. Completing a completed snapshot is safe: it
+    answers the first completion again and ends nothing more. An abandoned or expired one is
+    409."""
+    caller = require_scope("caseload:write")
+    note_access(action="update", resource_type="caseload_snapshot")
+    now = datetime.now(UTC)
+    agency = _syncing_agency(caller, extensions.agreements().current(), now)
+    session = extensions.database().session
+    details: dict[str, Any] = {"snapshot_id": snapshot_id[:36], "confirm_end": body["confirm_end"]}
+    try:
+        done = snapshots.complete(
+            session,
+            agency,
+            snapshot_id,
+            confirm_end=body["confirm_end"],
+            max_end_share=extensions.config().snapshot_max_end_share,
+            now=now,
+        )
+    except caseload.CaseloadError as error:
+        _refused(error, details)
+    result = done.snapshot.result or {}
+    note_access(
+        subject_ids=done.ended_subjects,
+        decision="permit",
+        reason="ok",
+        details={
+            **details,
+            "replay": done.replayed,
+            "ended": 0 if done.replayed else len(result.get("ended") or ()),
+            "open_cases": result.get("open_cases"),
+            "changes": done.changes,
+        },
+    )
+    return snapshots.view(done.snapshot, session, now)
+
+
+@blp.route("/snapshots/<string:snapshot_id>", methods=["DELETE"])
+@blp.response(200, SnapshotSchema)
+@blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM_MEDIA_TYPE)
+@blp.alt_response(409, schema=ProblemSchema, content_type=PROBLEM_MEDIA_TYPE)
+def abandon_snapshot(snapshot_id: str) -> dict:
+    """Abandon the snapshot: nothing is ended (the batches already applied stay applied).
+    A completed snapshot cannot be abandoned (409)."""
+    caller = require_scope("caseload:write")
+    note_access(action="delete", resource_type="caseload_snapshot")
+    session, now = extensions.database().session, datetime.now(UTC)
+    try:
+        snapshot = snapshots.abandon(session, caller.agency_id, snapshot_id, now)
+    except caseload.CaseloadError as error:
+        _refused(error, {})
+    note_access(decision="permit", reason="ok", details={"snapshot_id": snapshot.id})
+    return snapshots.view(snapshot, session, now)
 
 
 def _submitted_fields(records: list[dict[str, Any]]) -> set[str]:
@@ -179,4 +322,4 @@ def caseload_changes(query: dict) -> dict:
             "purpose-not-permitted",
             detail="The caseload feed serves the purposes caseload-sync and iom-case-management.",
         )
-    return render_feed(caller.agency_id, query, FEED_KINDS)
+    return render_feed(caller.agency_id, query, FEED_KINDS, caseload=True)

@@ -46,7 +46,15 @@ def list_changes(query: dict) -> dict:
     return render_feed(caller.agency_id, query, REFERRAL_KINDS)
 
 
-def render_feed(agency_id: int, query: dict, kinds: tuple[str, ...]) -> dict:
+def render_feed(
+    agency_id: int, query: dict, kinds: tuple[str, ...], *, caseload: bool = False
+) -> dict:
+    """The caller's entries after the cursor, each rendered as its agreements allow now.
+
+    `caseload`: the caseload feed, whose entries also show the caller's own case and the person
+    (caseload changes, and outcomes the caller may see: which of its cases an outcome is about
+    is what makes it useful there). An outcome entry the caller may not see says only that
+    something happened: its detail (the outcome's type) goes with the outcome."""
     note_access(action="list", resource_type="change")
     session = extensions.database().session
     now = datetime.now(UTC)
@@ -59,8 +67,7 @@ def render_feed(agency_id: int, query: dict, kinds: tuple[str, ...]) -> dict:
     policy, ring = extensions.agreements().current(), keyring(extensions.keys())
     items, subjects, decisions = [], set(), []
     changes = changes_for(session, agency_id, after, query["limit"], kinds)
-    about = {c.subject_id for c in changes if c.kind in CASELOAD_KINDS and c.subject_id}
-    views = case_views(session, policy, ring, agency, g.purpose, about, now) if about else None
+    with_case: list[tuple[dict, str]] = []  # entries to show the case and person with
     for change in changes:
         item = {
             "cursor": encode_cursor({"p": change.position}),
@@ -82,6 +89,7 @@ def render_feed(agency_id: int, query: dict, kinds: tuple[str, ...]) -> dict:
             )
             subjects.add(referral.subject_id)
             decisions.append(decision)
+        outcome_shown = False
         if referral is not None and change.outcome_id:
             # A managing agency may see an outcome without seeing the referral it came from.
             outcome_decision = decide_on_referral(
@@ -90,15 +98,22 @@ def render_feed(agency_id: int, query: dict, kinds: tuple[str, ...]) -> dict:
             if outcome_decision is not None and outcome_decision.permitted:
                 outcome = session.get(Outcome, change.outcome_id)
                 item["outcome"] = outcome_view(outcome, referral, outcome_decision, now)
+                outcome_shown = True
                 subjects.add(referral.subject_id)
                 decisions.append(outcome_decision)
-        if views is not None and change.kind in CASELOAD_KINDS:
-            item["case"] = views.cases.get(change.subject_id)
-            item["subject"] = views.subjects.get(change.subject_id)
-            if item["case"] is not None or item["subject"] is not None:
-                subjects.add(change.subject_id)
+        if change.outcome_id and not outcome_shown:
+            item["detail"] = {}
+        if change.subject_id and (change.kind in CASELOAD_KINDS or (caseload and outcome_shown)):
+            with_case.append((item, change.subject_id))
         items.append(item)
         after = change.position
+    about = {subject_id for _, subject_id in with_case}
+    views = case_views(session, policy, ring, agency, g.purpose, about, now) if about else None
+    for item, subject_id in with_case:
+        item["case"] = views.cases.get(subject_id)
+        item["subject"] = views.subjects.get(subject_id)
+        if item["case"] is not None or item["subject"] is not None:
+            subjects.add(subject_id)
     note_permitted(decisions, subjects).details["after"] = after
     if views is not None:
         note_access(fields=views.fields)

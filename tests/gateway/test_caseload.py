@@ -758,6 +758,13 @@ def _malformed() -> list[tuple[str, object]]:
         ("control character", {"records": [{**good, "family_name": "Smith\nJones"}]}),
         ("huge local id", {"records": [{**good, "local_case_id": "C" * 500}]}),
         ("local id with spaces", {"records": [{**good, "local_case_id": "CRC T 1"}]}),
+        ("local id with a trailing newline", {"records": [{**good, "local_case_id": "CRC-T-M\n"}]}),
+        ("statutory as 1", {"records": [*ok, {**good, "statutory": 1}]}),
+        (
+            "score as true",
+            {"records": [*ok, {**good, "risk": {**good["risk"], "reoffending_score": True}}]},
+        ),
+        ("snapshot id not a uuid", {"records": ok, "snapshot_id": "snapshot-1"}),
         ("huge body", {"records": [{**good, "given_name": "A" * 1_100_000}]}),
         ("null record", {"records": [None]}),
         ("area unknown", {"records": [{**good, "area": "LON"}]}),
@@ -784,3 +791,198 @@ def test_validation_errors_name_the_record_and_field_without_echoing_values(api)
     assert set(errors) == {"1"}
     assert set(errors["1"]) == {"identifiers", "date_of_birth"}
     assert "19/1234567A" not in response.get_data(as_text=True)
+
+
+# --- referral outcomes in the caseload feed -----------------------------------------------
+
+
+def _ppo_members(db) -> list[str]:
+    """People the police may refer under the pre-CJ agreement (PPO cohort members)."""
+    return list(
+        db.scalars(
+            sa.select(CohortMembership.subject_id)
+            .where(CohortMembership.cohort == "PPO", CohortMembership.end_date.is_(None))
+            .order_by(CohortMembership.subject_id)
+        )
+    )
+
+
+def _managed_by(db, subject_id: str, code: str) -> bool:
+    return bool(
+        db.scalar(
+            sa.select(sa.func.count())
+            .select_from(Management)
+            .where(
+                Management.subject_id == subject_id,
+                Management.agency_id == agency_id(db, code),
+                sa.or_(Management.end_date.is_(None), Management.end_date >= TODAY),
+            )
+        )
+    )
+
+
+def _refer_and_record_outcome(api, subject_id: str, outcome_type: str) -> tuple[str, str]:
+    """The police refer the person to a mentoring provider, which accepts and records an
+    outcome; returns (referral id, outcome id)."""
+    purpose = "pre-cj-referral"
+    created = api(
+        "WMP",
+        "post",
+        "/api/v1/referrals",
+        purpose=purpose,
+        json={
+            "subject_ref": subject_id,
+            "to_agency": "VSP-MENTOR",
+            "service": "peer_mentoring",
+            "pathways": ["ete"],
+            "reasons": ["prolific_offending"],
+            "summary": "Test referral.",
+            "urgency": "routine",
+            "consent": {"status": "pending"},
+        },
+    )
+    assert created.status_code == 201, created.get_json()
+    referral = created.get_json()["ref"]
+    path = f"/api/v1/referrals/{referral}"
+    etag = api("VSP-MENTOR", "get", path, purpose=purpose).headers["ETag"]
+    accepted = api(
+        "VSP-MENTOR", "post", f"{path}/accept", purpose=purpose, json={}, headers={"If-Match": etag}
+    )
+    assert accepted.status_code == 200, accepted.get_json()
+    outcome = api(
+        "VSP-MENTOR",
+        "post",
+        f"{path}/outcomes",
+        purpose=purpose,
+        json={"type": outcome_type, "occurred_on": TODAY.isoformat()},
+    )
+    assert outcome.status_code == 201, outcome.get_json()
+    return referral, outcome.get_json()["ref"]
+
+
+def test_a_referral_outcome_appears_in_the_managing_crcs_caseload_feed(api, db):
+    person = next(s for s in _ppo_members(db) if not _managed_by(db, s, "CRC"))
+    # the CRC takes the person on: its sync links the case to them on their PNC
+    taken_on = record(
+        "CRC-T-OUT",
+        identifiers={"pnc": identifiers(db, person)["pnc"]},
+        date_of_birth=db.get(Subject, person).date_of_birth.isoformat(),
+        area=db.get(Subject, person).area_code,
+        cohorts=[],
+    )
+    assert sync(api, "CRC", [taken_on]).get_json()["results"][0]["subject_ref"] == person
+    start = feed_end(api, "CRC", purpose="iom-case-management")
+    start_sync = feed_end(api, "CRC")
+    referral, outcome = _refer_and_record_outcome(api, person, "engagement_started")
+
+    items = feed_since(api, "CRC", start, purpose="iom-case-management")
+    [added] = [i for i in items if i["kind"] == "outcome.added"]
+    assert added["outcome"]["ref"] == outcome and added["outcome"]["type"] == "engagement_started"
+    assert added["outcome"]["referral_ref"] == referral
+    assert added["referral"] is None  # the CRC is not a party to the referral
+    assert added["detail"] == {"type": "engagement_started"}
+    assert added["subject"]["ref"] == person  # whose outcome it is, in its caseload
+    # nothing else of the referral's life reaches the CRC: it is not a party
+    assert [i["kind"] for i in items] == ["outcome.added"]
+    # the caseload-sync purpose has no outcome grant: the entry says nothing
+    [withheld] = [i for i in feed_since(api, "CRC", start_sync) if i["kind"] == "outcome.added"]
+    assert withheld["outcome"] is None and withheld["detail"] == {}
+    assert withheld.get("case") is None and withheld.get("subject") is None
+    assert person not in json.dumps(withheld) and outcome not in json.dumps(withheld)
+
+
+def test_an_outcome_for_someone_outside_the_caseload_is_not_in_the_feed(api, db):
+    person = next(s for s in _ppo_members(db) if not _managed_by(db, s, "CRC"))
+    start = feed_end(api, "CRC", purpose="iom-case-management")
+    _refer_and_record_outcome(api, person, "engagement_started")
+    assert feed_since(api, "CRC", start, purpose="iom-case-management") == []
+
+
+# --- cohort flags ended by sync -----------------------------------------------------------
+
+
+def _current_cohorts(db, subject_id: str) -> dict[str, set[int | None]]:
+    found: dict[str, set[int | None]] = {}
+    for cohort, by in db.execute(
+        sa.select(CohortMembership.cohort, CohortMembership.set_by_agency_id).where(
+            CohortMembership.subject_id == subject_id,
+            CohortMembership.start_date <= TODAY,
+            sa.or_(CohortMembership.end_date.is_(None), CohortMembership.end_date >= TODAY),
+        )
+    ):
+        found.setdefault(cohort, set()).add(by)
+    return found
+
+
+def test_a_flag_the_agency_no_longer_lists_is_ended_and_others_flags_stay(api, db):
+    case = managed_only_by(db, "CRC")
+    person = db.get(Subject, case.subject_id)
+    before = set(_current_cohorts(db, person.id))  # set outside caseload sync
+    police = next(c for c in ("GANG", "HCCU", "PPO", "DA") if c not in before)
+    mine = next(c for c in ("GANG", "HCCU", "PPO", "DA") if c not in before | {police})
+    crc, wmp = agency_id(db, "CRC"), agency_id(db, "WMP")
+    police_case = record(
+        "IOM-T-FLAG",
+        identifiers={"pnc": identifiers(db, person.id)["pnc"]},
+        date_of_birth=person.date_of_birth.isoformat(),
+        area=person.area_code,
+        statutory=False,
+        cohorts=[police],
+    )
+    assert sync(api, "WMP", [police_case]).status_code == 200
+    assert sync(api, "CRC", [as_record(db, case, cohorts=[mine])]).status_code == 200
+    held = _current_cohorts(db, person.id)
+    assert held[police] == {wmp} and held[mine] == {crc}
+    start, wmp_start = feed_end(api, "CRC"), feed_end(api, "WMP")
+
+    # the CRC's next record lists none of these: only its own flag ends
+    dropped = sync(api, "CRC", [as_record(db, case, cohorts=[])]).get_json()["results"][0]
+    assert dropped["result"] == "updated"
+    held = _current_cohorts(db, person.id)
+    assert mine not in held
+    assert held[police] == {wmp}
+    assert set(held) == before | {police}
+    ended = db.execute(
+        sa.select(CohortMembership.end_date, CohortMembership.set_by_agency_id).where(
+            CohortMembership.subject_id == person.id, CohortMembership.cohort == mine
+        )
+    ).all()
+    assert ended == [(TODAY - timedelta(days=1), crc)]  # ended, not deleted
+    # the police, who also manage the person, see it as a change; the CRC does not echo it
+    db.expire_all()  # the test's session outlives requests (each request has its own in use)
+    [update] = [
+        i for i in feed_since(api, "WMP", wmp_start) if i["kind"] == "caseload.subject_updated"
+    ]
+    assert update["detail"] == {"by": "CRC", "changed": ["cohorts"]}
+    assert mine not in update["case"]["cohorts"] and police in update["case"]["cohorts"]
+    assert feed_since(api, "CRC", start) == []
+
+    # resending the same record changes nothing; listing the flag again sets it again
+    assert (
+        sync(api, "CRC", [as_record(db, case, cohorts=[])]).get_json()["results"][0]["result"]
+        == "unchanged"
+    )
+    assert sync(api, "CRC", [as_record(db, case, cohorts=[mine])]).status_code == 200
+    assert _current_cohorts(db, person.id)[mine] == {crc}
+
+
+def test_a_flag_set_by_another_agency_is_not_ended_by_this_agencys_records(api, db):
+    case = managed_only_by(db, "CRC")
+    person = db.get(Subject, case.subject_id)
+    held_before = _current_cohorts(db, person.id)
+    flag = next(c for c in ("GANG", "HCCU", "PPO", "DA") if c not in held_before)
+    police_case = record(
+        "IOM-T-FLAG2",
+        identifiers={"pnc": identifiers(db, person.id)["pnc"]},
+        date_of_birth=person.date_of_birth.isoformat(),
+        area=person.area_code,
+        statutory=False,
+        cohorts=[flag],
+    )
+    assert sync(api, "WMP", [police_case]).status_code == 200
+    # the CRC lists it too (already set: nothing added), then stops listing it
+    assert sync(api, "CRC", [as_record(db, case, cohorts=[flag])]).status_code == 200
+    assert sync(api, "CRC", [as_record(db, case, cohorts=[])]).status_code == 200
+    held = _current_cohorts(db, person.id)
+    assert held[flag] == {agency_id(db, "WMP")}
+    assert {c: b for c, b in held.items() if c != flag} == held_before
