@@ -6,7 +6,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 
 from gateway import extensions
-from gateway.access import note_access, require_scope
+from gateway.access import current_caller, note_access, requires_scope
 from gateway.api.base import ApiBlueprint
 from gateway.oauth import Caller
 from gateway.problems import Problem
@@ -23,8 +23,9 @@ blp = ApiBlueprint(
 
 @blp.route("", methods=["GET"])
 @blp.response(200, AgreementListSchema)
+@requires_scope("agreements:read")
 def list_agreements() -> dict:
-    caller = require_scope("agreements:read")
+    caller = current_caller()
     note_access(action="list", resource_type="agreement", decision="permit", reason="ok")
     mine = [
         a
@@ -36,8 +37,9 @@ def list_agreements() -> dict:
 
 @blp.route("/<string:agreement_id>", methods=["GET"])
 @blp.response(200, AgreementSchema)
+@requires_scope("agreements:read")
 def get_agreement(agreement_id: str) -> dict:
-    caller = require_scope("agreements:read")
+    caller = current_caller()
     note_access(
         action="read", resource_type="agreement", details={"agreement_id": agreement_id[:64]}
     )

@@ -14,7 +14,7 @@ import orjson
 from flask import Response, g, request
 
 from gateway import extensions, idempotency
-from gateway.access import note_access, require_scope
+from gateway.access import current_caller, note_access, requires_scope
 from gateway.api.base import ApiBlueprint
 from gateway.api.changes import render_feed
 from gateway.models import Agency
@@ -63,6 +63,7 @@ SUBMITTED_FIELDS = frozenset(FIELDS["caseload"]) - {"updated_at"}
     content_type=PROBLEM_MEDIA_TYPE,
     description="No snapshot session of your agency has the `snapshot_id` given",
 )
+@requires_scope("caseload:write")
 def sync_caseload(body: dict) -> Any:
     """Push up to 1,000 of your case records; every record is reported back.
 
@@ -85,7 +86,7 @@ def sync_caseload(body: dict) -> Any:
 
     Send `Idempotency-Key`: a retried batch replays the first response and applies nothing
     again; the same key with a different batch is 422."""
-    caller = require_scope("caseload:write")
+    caller = current_caller()
     note_access(action="create", resource_type="caseload")
     key = request.headers.get("Idempotency-Key")
     if key is not None:
@@ -187,6 +188,7 @@ def _refused(error: caseload.CaseloadError, details: dict[str, Any]) -> NoReturn
 @blp.route("/snapshots", methods=["POST"])
 @blp.arguments(SnapshotOpenSchema)
 @blp.response(201, SnapshotSchema)
+@requires_scope("caseload:write")
 def open_snapshot(_: dict) -> dict:
     """Open a snapshot of your caseload that you will send in several batches.
 
@@ -195,7 +197,7 @@ def open_snapshot(_: dict) -> dict:
     open count too). Then complete it to end your open cases that no batch mentioned. It
     expires, ending nothing, after `GATEWAY_SNAPSHOT_TTL_HOURS` (24). Opening a snapshot
     abandons the one your agency still had open."""
-    caller = require_scope("caseload:write")
+    caller = current_caller()
     note_access(action="create", resource_type="caseload_snapshot")
     now = datetime.now(UTC)
     agency = _syncing_agency(caller, extensions.agreements().current(), now)
@@ -209,10 +211,11 @@ def open_snapshot(_: dict) -> dict:
 @blp.route("/snapshots/<string:snapshot_id>", methods=["GET"])
 @blp.response(200, SnapshotSchema)
 @blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM_MEDIA_TYPE)
+@requires_scope("caseload:write")
 def get_snapshot(snapshot_id: str) -> dict:
     """Your snapshot: its status, batches and distinct cases seen so far, and once completed
     what it ended."""
-    caller = require_scope("caseload:write")
+    caller = current_caller()
     note_access(action="read", resource_type="caseload_snapshot")
     session, now = extensions.database().session, datetime.now(UTC)
     try:
@@ -233,6 +236,7 @@ def get_snapshot(snapshot_id: str) -> dict:
     description="It would end more than the allowed share of your open cases (it stays open: "
     "send the missing batches, or confirm), or it was abandoned or expired",
 )
+@requires_scope("caseload:write")
 def complete_snapshot(body: dict, snapshot_id: str) -> dict:
     """End your open cases that no batch mentioned since the snapshot was opened.
 
@@ -242,7 +246,7 @@ def complete_snapshot(body: dict, snapshot_id: str) -> dict:
     changes. A snapshot with no batch is 422. Completing a completed snapshot is safe: it
     answers the first completion again and ends nothing more. An abandoned or expired one is
     409."""
-    caller = require_scope("caseload:write")
+    caller = current_caller()
     note_access(action="update", resource_type="caseload_snapshot")
     now = datetime.now(UTC)
     agency = _syncing_agency(caller, extensions.agreements().current(), now)
@@ -279,10 +283,11 @@ def complete_snapshot(body: dict, snapshot_id: str) -> dict:
 @blp.response(200, SnapshotSchema)
 @blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM_MEDIA_TYPE)
 @blp.alt_response(409, schema=ProblemSchema, content_type=PROBLEM_MEDIA_TYPE)
+@requires_scope("caseload:write")
 def abandon_snapshot(snapshot_id: str) -> dict:
     """Abandon the snapshot: nothing is ended (the batches already applied stay applied).
     A completed snapshot cannot be abandoned (409)."""
-    caller = require_scope("caseload:write")
+    caller = current_caller()
     note_access(action="delete", resource_type="caseload_snapshot")
     session, now = extensions.database().session, datetime.now(UTC)
     try:
@@ -306,6 +311,7 @@ def _submitted_fields(records: list[dict[str, Any]]) -> set[str]:
 @blp.route("/changes", methods=["GET"])
 @blp.arguments(ChangesQuery, location="query")
 @blp.response(200, CaseloadChangePageSchema)
+@requires_scope("caseload:read")
 def caseload_changes(query: dict) -> dict:
     """What other agencies changed about the people in your caseload, in commit order.
 
@@ -314,7 +320,7 @@ def caseload_changes(query: dict) -> dict:
     referrals. Each entry shows your case and the person only as far as your agreements
     allow at the time of reading (`case` under caseload-sync, `subject` under
     iom-case-management). The cursor is the partner change feed's: opaque and gap-free."""
-    caller = require_scope("caseload:read")
+    caller = current_caller()
     if g.purpose not in FEED_PURPOSES:
         note_access(action="list", resource_type="change", decision="deny", reason="purpose")
         raise Problem(

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from flask import g
 
 from gateway import extensions
-from gateway.access import note_access, note_permitted, require_scope
+from gateway.access import current_caller, note_access, note_permitted, requires_scope
 from gateway.api.base import ApiBlueprint
 from gateway.models import Agency, Outcome, Referral
 from gateway.pagination import decode_cursor, encode_cursor
@@ -40,9 +40,10 @@ REFERRAL_KINDS = (
 @blp.route("", methods=["GET"])
 @blp.arguments(ChangesQuery, location="query")
 @blp.response(200, ChangePageSchema)
+@requires_scope("referrals:read")
 def list_changes(query: dict) -> dict:
     """Referrals received, status changes and outcomes for your agency, in commit order."""
-    caller = require_scope("referrals:read")
+    caller = current_caller()
     return render_feed(caller.agency_id, query, REFERRAL_KINDS)
 
 

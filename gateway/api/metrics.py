@@ -13,7 +13,7 @@ from typing import Any
 from flask import Response, g, request
 
 from gateway import extensions
-from gateway.access import note_access, require_scope
+from gateway.access import current_caller, note_access, requires_scope
 from gateway.api.base import ApiBlueprint
 from gateway.oauth import Caller
 from gateway.problems import Problem
@@ -51,6 +51,7 @@ def _wants_csv() -> bool:
 @blp.arguments(MetricsQuerySchema, location="query")
 @blp.response(200, MetricsReportSchema)
 @blp.doc(responses=CSV_RESPONSE)
+@requires_scope("metrics:read")
 def reoffending(query: dict) -> Any:
     """Binary reoffending rate, frequency and cost of offending, 12 months before and after.
 
@@ -58,7 +59,7 @@ def reoffending(query: dict) -> Any:
     "MoJ-style, local data", not official proven reoffending. Counts of 1-7 are suppressed,
     others rounded to 5 below force-wide level, rates withheld under 30 people, with secondary
     suppression. `Accept: text/csv` for CSV."""
-    caller = require_scope("metrics:read")
+    caller = current_caller()
     media = CSV if _wants_csv() else JSON
     wanted = metrics.query_from(query)
     note_access(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from gateway import extensions
-from gateway.access import note_access, require_scope
+from gateway.access import current_caller, note_access, requires_scope
 from gateway.api.base import ApiBlueprint
 from gateway.services.pseudonymisation import rotation_map_for
 from schemas.common import StrictSchema
@@ -30,9 +30,10 @@ class RotationSchema(StrictSchema):
 @blp.route("/rotation", methods=["GET"])
 @blp.arguments(RotationQuery, location="query")
 @blp.response(200, RotationSchema)
+@requires_scope("subjects:read")
 def rotation(query: dict) -> dict:
     """Map each pseudonym you were given under `from_version` to its current form."""
-    caller = require_scope("subjects:read")
+    caller = current_caller()
     note_access(
         action="read",
         resource_type="pseudonym_map",

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from flask import g, request
 
 from gateway import extensions, idempotency
-from gateway.access import note_access, note_permitted, require_scope
+from gateway.access import current_caller, note_access, note_permitted, requires_scope
 from gateway.api.base import ApiBlueprint
 from gateway.models import Agency, Referral
 from gateway.oauth import Caller
@@ -119,11 +119,12 @@ def _lifecycle_problem(error: ReferralError) -> Problem:
 @blp.route("", methods=["POST"])
 @blp.arguments(ReferralCreateSchema)
 @blp.response(201, ReferralSchema, headers=ETAG_HEADERS)
+@requires_scope("referrals:write")
 def create_referral(body: dict) -> Any:
     """Refer a person to another agency.
 
     Send `Idempotency-Key`: a retry never makes a second referral."""
-    caller = require_scope("referrals:write")
+    caller = current_caller()
     note_access(action="create", resource_type="referral")
     key = request.headers.get("Idempotency-Key")
     if key is not None:
@@ -205,9 +206,10 @@ def _resolve_subject(caller: Caller, ref: str, now: datetime):  # type: ignore[n
 @blp.route("", methods=["GET"])
 @blp.arguments(ReferralListQuery, location="query")
 @blp.response(200, ReferralPageSchema)
+@requires_scope("referrals:read")
 def list_referrals(query: dict) -> dict:
     """Referrals you made (outbound) or received (inbound), newest changes last."""
-    caller = require_scope("referrals:read")
+    caller = current_caller()
     note_access(
         action="list",
         resource_type="referral",
@@ -253,9 +255,10 @@ def list_referrals(query: dict) -> dict:
 
 @blp.route("/<string:referral_id>", methods=["GET"])
 @blp.response(200, ReferralSchema, headers=ETAG_HEADERS)
+@requires_scope("referrals:read")
 def get_referral(referral_id: str) -> Any:
     """The referral's current status and full history of transitions."""
-    caller = require_scope("referrals:read")
+    caller = current_caller()
     note_access(action="read", resource_type="referral")
     referral, decision = _visible(caller, referral_id, "read")
     return _respond(caller, referral, decision)
@@ -275,9 +278,10 @@ def _seen_version(referral: Referral) -> int:
 @blp.route("/<string:referral_id>/consent", methods=["POST"])
 @blp.arguments(ConsentSchema)
 @blp.response(200, ReferralSchema, headers=ETAG_HEADERS)
+@requires_scope("referrals:write")
 def record_consent(consent: dict, referral_id: str) -> Any:
     """Record the person's consent, or the lawful basis that makes consent unnecessary."""
-    caller = require_scope("referrals:write")
+    caller = current_caller()
     note_access(action="update", resource_type="referral", details={"step": "consent"})
     referral, _ = _visible(caller, referral_id, "update")
     try:
@@ -297,11 +301,12 @@ def record_consent(consent: dict, referral_id: str) -> Any:
 @blp.route("/<string:referral_id>/<string:transition>", methods=["POST"])
 @blp.arguments(TransitionSchema)
 @blp.response(200, ReferralSchema, headers=ETAG_HEADERS)
+@requires_scope("referrals:write")
 def transition_referral(body: dict, referral_id: str, transition: str) -> Any:
     """accept, decline (with a reason), engage, complete, disengage; withdraw (referrer only).
 
     Requires If-Match; an invalid step is 409 with the allowed next steps, a stale ETag 412."""
-    caller = require_scope("referrals:write")
+    caller = current_caller()
     note_access(action="update", resource_type="referral", details={"step": transition[:20]})
     referral, _ = _visible(caller, referral_id, "update")
     if transition not in lifecycle.TRANSITIONS:
@@ -330,9 +335,10 @@ def transition_referral(body: dict, referral_id: str, transition: str) -> Any:
 @blp.route("/<string:referral_id>/outcomes", methods=["POST"])
 @blp.arguments(OutcomeCreateSchema)
 @blp.response(201, OutcomeSchema)
+@requires_scope("referrals:write")
 def add_outcome(body: dict, referral_id: str) -> Any:
     """Report engagement, completion or a further offence, with its date."""
-    caller = require_scope("referrals:write")
+    caller = current_caller()
     note_access(action="create", resource_type="outcome")
     referral, _ = _visible(caller, referral_id, "read")
     decision = decide_on_referral(
@@ -355,10 +361,11 @@ def add_outcome(body: dict, referral_id: str) -> Any:
 
 @blp.route("/<string:referral_id>/outcomes", methods=["GET"])
 @blp.response(200, OutcomeListSchema)
+@requires_scope("referrals:read")
 def list_outcomes(referral_id: str) -> dict:
     """Outcomes of a referral: for its parties, and for agencies managing the person whose
     agreements grant outcomes (they see these without seeing the referral itself)."""
-    caller = require_scope("referrals:read")
+    caller = current_caller()
     note_access(action="list", resource_type="outcome")
     referral = _load(referral_id)
     decision = None

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from flask import g
 
 from gateway import extensions
-from gateway.access import note_access, note_permitted, reads_only, require_scope
+from gateway.access import current_caller, note_access, note_permitted, reads_only, requires_scope
 from gateway.api.base import ApiBlueprint
 from gateway.models import CohortMembership, Subject
 from gateway.pagination import decode_cursor, encode_cursor
@@ -40,9 +40,10 @@ def not_found(reason: str) -> Problem:
 @blp.arguments(SubjectListQuery, location="query")
 @blp.response(200, SubjectPageSchema)
 @reads_only
+@requires_scope("subjects:read")
 def list_subjects(query: dict) -> dict:
     """Subjects in the caller's scope, filtered in SQL by the permitting grants."""
-    caller = require_scope("subjects:read")
+    caller = current_caller()
     now = datetime.now(UTC)
     note_access(action="list", resource_type="subject", details=_query_details(query))
     policy = extensions.agreements().current()  # one policy for the whole request
@@ -94,9 +95,10 @@ def list_subjects(query: dict) -> dict:
 @blp.route("/<string:ref>", methods=["GET"])
 @blp.response(200, SubjectSchema)
 @reads_only
+@requires_scope("subjects:read")
 def get_subject(ref: str) -> dict:
     """One subject by internal id, or by the pseudonym the caller was given."""
-    caller = require_scope("subjects:read")
+    caller = current_caller()
     now = datetime.now(UTC)
     note_access(action="read", resource_type="subject")
     session = extensions.database().session
@@ -124,11 +126,12 @@ def get_subject(ref: str) -> dict:
 @blp.arguments(SubjectSearchBody)
 @blp.response(200, SubjectSchema)
 @reads_only
+@requires_scope("subjects:search")
 def search_subject(body: dict) -> dict:
     """Find a person by PNC, CRN or NOMIS number, sent in the body so it stays out of URLs.
 
     Only grants at the identified level permit a search."""
-    caller = require_scope("subjects:search")
+    caller = current_caller()
     now = datetime.now(UTC)
     note_access(action="search", resource_type="subject", details={"scheme": body["scheme"]})
     try:

@@ -115,7 +115,7 @@ def forced(monkeypatch, error: Exception) -> None:
     def boom(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise error
 
-    monkeypatch.setattr(view, "require_scope", boom)
+    monkeypatch.setattr(view, "current_caller", boom)
 
 
 @pytest.mark.parametrize(
