@@ -117,13 +117,17 @@ def seal_pending_events(
     waiting = dict(conn.execute(
         sa.select(_gaps.c.event_row_id, _gaps.c.first_seen).where(_gaps.c.event_row_id > cursor)
     ).all())
-    taken, skipped, stopped_at = _walk(conn, fresh, cursor, waiting, now, gap_grace_seconds,
-                                       batch_size)
+    taken, skipped, stopped_at, walked_to = _walk(
+        conn, fresh, cursor, waiting, now, gap_grace_seconds, batch_size
+    )
+    # Past every event taken and every gap given up on (those stay in audit_gaps, sealed late
+    # if they ever commit), even when no event was taken: a run of rolled-back ids longer
+    # than a batch must not hold the cursor where it is.
+    state.event_cursor = walked_to
     rows = [*late, *taken]
     root = None
     if rows:
         root = _append(session, state, rows)
-        state.event_cursor = max(cursor, taken[-1][0] if taken else cursor)
         was_gap = [r[0] for r in late] + [r[0] for r in taken if r[0] in waiting]
         if was_gap:
             conn.execute(_gaps.delete().where(_gaps.c.event_row_id.in_(was_gap)))
@@ -141,17 +145,25 @@ def seal_pending_events(
 def _walk(
     conn: sa.Connection, fresh: list[sa.Row], cursor: int, waiting: dict[int, datetime],
     now: datetime, grace: float, max_new_gaps: int,
-) -> tuple[list[sa.Row], list[int], int | None]:
-    """Take events in id order up to the first missing id that is still within its grace."""
-    missing: list[int] = []
+) -> tuple[list[sa.Row], list[int], int | None, int]:
+    """Take events in id order up to the first missing id that is still within its grace.
+
+    Returns the events taken, the gaps given up on, the id it stopped at (None if it did not)
+    and the last id it walked past. At most `max_new_gaps` missing ids are first seen per
+    call; the walk stops at the first one beyond them and records more on the next call."""
+    new: list[int] = []
     expected = cursor + 1
     for row in fresh:
-        missing.extend(range(expected, min(row[0], expected + max_new_gaps - len(missing))))
+        for gap in range(expected, row[0]):
+            if gap in waiting:
+                continue
+            if len(new) == max_new_gaps:
+                break
+            new.append(gap)
         expected = row[0] + 1
-    new = [{"event_row_id": i, "first_seen": now} for i in missing if i not in waiting]
     if new:
-        conn.execute(sa.insert(_gaps), new)
-        waiting.update((row["event_row_id"], now) for row in new)
+        conn.execute(sa.insert(_gaps), [{"event_row_id": i, "first_seen": now} for i in new])
+        waiting.update((i, now) for i in new)
     taken: list[sa.Row] = []
     skipped: list[int] = []
     expected = cursor + 1
@@ -159,11 +171,11 @@ def _walk(
         for gap in range(expected, row[0]):
             first_seen = waiting.get(gap)
             if first_seen is None or (now - first_seen).total_seconds() <= grace:
-                return taken, skipped, gap
+                return taken, skipped, gap, gap - 1
             skipped.append(gap)
         taken.append(row)
         expected = row[0] + 1
-    return taken, skipped, None
+    return taken, skipped, None, expected - 1
 
 
 def _append(session: Session, state: AuditSealState, rows: list[sa.Row]) -> bytes:

@@ -152,6 +152,30 @@ def test_waits_at_a_gap_then_skips_it_and_seals_it_when_it_commits_late(
     assert verify_database(audit_session, PUBLIC_KEY, KEY_NAME).ok
 
 
+def test_a_run_of_missing_ids_longer_than_a_batch_is_walked_past(
+    audit_session: Session,
+) -> None:
+    """Ids 3-13 were rolled back (say, requests refused while the database was failing): more
+    missing ids than one call records. Each call records the next batch of them and gives up
+    on the ones past their grace, so sealing moves on instead of stalling for good."""
+    for row_id in (1, 2, 14):
+        insert_with_id(audit_session, row_id, row_id)
+    results = [
+        seal(audit_session, T0 + timedelta(seconds=3 * i), gap_grace_seconds=2, batch_size=5)
+        for i in range(4)
+    ]
+    assert [r.waiting_for for r in results] == [3, 8, 13, None]
+    assert [len(r.skipped_gaps) for r in results] == [0, 5, 5, 1]
+    assert [r[1] for r in leaves(audit_session)] == [1, 2, 14]
+    assert sorted(audit_session.execute(sa.select(AuditGap.event_row_id)).scalars()) == list(
+        range(3, 14)
+    )  # remembered, in case one commits late
+    insert_with_id(audit_session, 9, 9)
+    late = seal(audit_session, T0 + timedelta(seconds=13), gap_grace_seconds=2)
+    assert (late.sealed, late.late_sealed) == (1, 1)
+    assert verify_database(audit_session, PUBLIC_KEY, KEY_NAME).ok
+
+
 def test_gap_that_commits_within_grace_keeps_id_order(audit_session: Session) -> None:
     for row_id in (1, 3):
         insert_with_id(audit_session, row_id, row_id)
