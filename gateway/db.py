@@ -85,9 +85,11 @@ def make_engine(url: str) -> Engine:
         def _begin(conn):  # type: ignore[no-untyped-def]
             # Every request writes its audit event: take the write lock up front so a
             # transaction never fails upgrading a stale read snapshot under load. A read
-            # request's first transaction only reads (see `begin_read_phase`).
-            read_only = conn.get_execution_options().get(READ_PHASE, False)
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            # request's reads instead run as single statements (see `begin_read_phase`).
+            reads_only = conn.get_execution_options().get(READ_PHASE, False)
+            conn.info[AUTOCOMMIT_READS] = reads_only
+            if not reads_only:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     # A database that goes silent (a network partition) must fail the request with a 503
@@ -107,17 +109,19 @@ def make_engine(url: str) -> Engine:
 
 READ_PHASE = "gateway_read_phase"
 DEFERRED_WRITES = "gateway_deferred_writes"
+AUTOCOMMIT_READS = "gateway_autocommit_reads"
 
 
 def begin_read_phase(session: Session) -> None:
-    """Start a read request's transaction without taking SQLite's write lock.
+    """Start a read request without taking SQLite's write lock.
 
     SQLite has one writer at a time, and every request writes its audit event, so a request
     that held the write lock from its first statement would serialise every worker on the
-    whole request. A read request instead reads in a plain transaction; `end_read_phase`
-    closes it and then writes the audit event (and any `write_after_read` rows) in a short
-    write transaction. The response still waits for that commit: fail closed as before.
-    On PostgreSQL, which has no such lock, this does nothing."""
+    whole request. A read request's statements instead run on their own (no BEGIN: the
+    driver is in autocommit mode, each SELECT is its own snapshot); `end_read_phase` then
+    opens the write transaction on the same connection for the audit event and any
+    `write_after_read` rows. The response still waits for that commit: fail closed as
+    before. On PostgreSQL, which has no such lock, this does nothing."""
     if session.get_bind().dialect.name == "sqlite" and not session.in_transaction():
         session.connection(execution_options={READ_PHASE: True})
         session.info[READ_PHASE] = True
@@ -134,14 +138,18 @@ def write_after_read(session: Session, statement: sa.Executable, rows: list[dict
 
 
 def end_read_phase(session: Session, *, keep_writes: bool) -> None:
-    """Close the read transaction; replay its deferred writes in the next (write) one."""
+    """End the read phase: open the write transaction and replay the deferred writes, or
+    (`keep_writes=False`, a refused request) drop them; the caller then rolls back."""
     if not session.info.pop(READ_PHASE, False):
         return
     writes = session.info.pop(DEFERRED_WRITES, [])
-    session.rollback()  # nothing was written in it
-    if keep_writes:
-        for statement, rows in writes:
-            session.execute(statement, rows)
+    if not keep_writes:
+        return
+    connection = session.connection()
+    if connection.info.pop(AUTOCOMMIT_READS, False):  # not so inside a test's outer transaction
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    for statement, rows in writes:
+        session.execute(statement, rows)
 
 
 class Database:

@@ -102,7 +102,7 @@ def app(world: World) -> Iterator[Flask]:
         outer.rollback()
         connection.close()
         database.session.configure(
-            bind=database.engine, join_transaction_mode="conservative_savepoint"
+            bind=database.engine, join_transaction_mode="conditional_savepoint"
         )
         world.app.extensions["gateway.agreements"].forget()  # a test may have loaded agreements
 
