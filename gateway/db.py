@@ -1,8 +1,8 @@
 """Database engine and sessions: the same code path for SQLite and PostgreSQL.
 
 A request uses one session: a data change and the audit event describing it commit together
-or not at all. A read request on SQLite reads first and writes its event just after, in a
-second, short transaction (`begin_read_phase`).
+or not at all. A read request on SQLite runs its reads as single statements and opens a
+transaction only for its audit event (`begin_read_phase`).
 """
 
 from __future__ import annotations
@@ -129,8 +129,8 @@ def begin_read_phase(session: Session) -> None:
 
 def write_after_read(session: Session, statement: sa.Executable, rows: list[dict]) -> None:
     """Execute now, or in a read phase keep it for the write transaction that ends it (a
-    write inside the read transaction could fail to upgrade a snapshot another worker has
-    since changed)."""
+    write among the reads would run outside any transaction, and commit even if the request
+    were then refused)."""
     if session.info.get(READ_PHASE):
         session.info.setdefault(DEFERRED_WRITES, []).append((statement, rows))
     else:
