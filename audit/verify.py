@@ -92,12 +92,16 @@ def _refuse_float(text: str) -> Any:
     raise ValueError(f"float {text} has no canonical form")
 
 
+_DECODER = json.JSONDecoder(parse_float=_refuse_float)
+
+
 def _entries(lines: Iterator[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    # One decoder for every line: `json.loads` given a keyword builds a new one per call.
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            entry = json.loads(line, parse_float=_refuse_float)
+            entry = _DECODER.decode(line)
             if not isinstance(entry, dict) or type(entry.get("seq")) is not int:
                 raise ValueError("no integer seq")
         except ValueError as exc:
