@@ -14,31 +14,21 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from audit.events import AuditEvent, canonical_bytes
-from audit.models import AuditEventRow, AuditEventSubject
+from audit.models import QUERY_COLUMNS, AuditEventRow, AuditEventSubject
 
 _events = AuditEventRow.__table__
 _subjects = AuditEventSubject.__table__
-_EVENT_COLUMNS = (
-    "event_id",
-    "kind",
-    "time",
-    "agency",
-    "client_id",
-    "purpose",
-    "decision",
-    "agreement",
-    "action",
-    "resource_type",
-    "status",
-    "body",
-)
-
 # Built once: SQLAlchemy then computes each statement's cache key once, not per request.
 _INSERT_EVENT = sa.insert(_events)
 _INSERT_SUBJECTS = sa.insert(_subjects)
 _inserted = (
     sa.insert(_events)
-    .values({name: sa.bindparam(name, type_=_events.c[name].type) for name in _EVENT_COLUMNS})
+    .values(
+        {
+            name: sa.bindparam(name, type_=_events.c[name].type)
+            for name in (*QUERY_COLUMNS, "body")  # the columns `event_row` fills
+        }
+    )
     .returning(_events.c.id)
     .cte("inserted")
 )

@@ -16,15 +16,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import sqlalchemy as sa
-
 import gateway
 from tests import databases
 
 # The tree whose gateway is imported (the working tree, or a snapshot the bench runs from).
 ROOT = Path(gateway.__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DEFAULT_POSTGRES_URL = databases.DEFAULT_POSTGRES_URL
 BACKEND_LABEL = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
@@ -149,16 +147,7 @@ def postgres_server_url() -> str | None:
     url = os.environ.get(
         "BENCH_DATABASE_URL", os.environ.get("TEST_DATABASE_URL", DEFAULT_POSTGRES_URL)
     )
-    if not url.startswith("postgresql"):
-        return None
-    engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
-    try:
-        with engine.connect():
-            return url
-    except sa.exc.OperationalError:
-        return None
-    finally:
-        engine.dispose()
+    return url if databases.answers(url) else None
 
 
 def available_backends(wanted: Sequence[str]) -> tuple[list[str], list[str]]:

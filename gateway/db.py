@@ -7,9 +7,11 @@ transaction only for its audit event (`begin_read_phase`).
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
@@ -66,6 +68,18 @@ def _json_rows_postgresql(
 ) -> str:
     arrays = f"json_agg(json_build_array({compiler.process(element.clauses, **kw)}))"
     return f"coalesce({arrays}, '[]'::json)"
+
+
+def insert_ignoring_duplicates(session: Session, table: sa.Table) -> sa.Insert:
+    """INSERT ... ON CONFLICT DO NOTHING, on SQLite and PostgreSQL alike."""
+    return _insert_ignoring_duplicates(session.get_bind().dialect.name, table)
+
+
+@functools.cache
+def _insert_ignoring_duplicates(dialect: str, table: sa.Table) -> sa.Insert:
+    # One statement per dialect and table: SQLAlchemy then computes its cache key once.
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(table).on_conflict_do_nothing()
 
 
 def make_engine(url: str) -> Engine:

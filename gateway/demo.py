@@ -52,8 +52,10 @@ from gateway.models import (
     SubjectIdentifier,
     VictimLink,
 )
+from gateway.services.caseload import reoffending_band
 from gateway.services.registry import IssuedClient, RegistryError, add_agency, add_client
 from policies.identifiers import normalise_identifier, pnc_check_character
+from policies.vocabulary import PATHWAYS
 
 __all__ = [
     "AREA_DISTRICTS",
@@ -284,15 +286,6 @@ _ETHNICITY_WEIGHTS = {
 }
 _DIVERSE_AREAS = frozenset({"BIR", "COV", "SAN", "WOL"})
 
-PATHWAYS = (
-    "accommodation",
-    "ete",
-    "health",
-    "drugs_alcohol",
-    "finance",
-    "children_families",
-    "attitudes",
-)
 # Which needs come with which cohort (added to a base weight of 1 for every pathway).
 _COHORT_NEEDS: dict[str, dict[str, float]] = {
     "PPO": {"drugs_alcohol": 3, "accommodation": 2, "ete": 2, "attitudes": 2},
@@ -342,16 +335,6 @@ _OFFENCE_TYPES = (
     "fraud",
 )
 _OFFENCE_WEIGHTS = (24, 10, 6, 8, 4, 12, 12, 8, 5, 6, 3, 2)
-
-
-def reoffending_band(score: int) -> str:
-    if score < 25:
-        return "low"
-    if score < 50:
-        return "medium"
-    if score < 75:
-        return "high"
-    return "very_high"
 
 
 # --- loading ------------------------------------------------------------------------------

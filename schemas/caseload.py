@@ -20,10 +20,10 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 
 from policies.identifiers import IdentifierError, normalise_identifier
 from policies.vocabulary import AREAS, COHORTS, PATHWAYS, SERIOUS_HARM_LEVELS
-from schemas.caseload_fast import load_batch
+from schemas.caseload_fast import BatchRules, load_batch
 from schemas.common import StrictSchema, UTCDateTime
 from schemas.referrals import OFFENCE_TYPES, ChangeSchema
-from schemas.subjects import SubjectSchema
+from schemas.subjects import RiskSchema, SubjectSchema
 
 MAX_BATCH = 1000
 MAX_OFFENCES = 50
@@ -40,6 +40,16 @@ LOCAL_CASE_ID = validate.Regexp(
 EARLIEST = date(1900, 1, 1)
 # Control characters and lone surrogates (which no database encoding can store) in free text.
 _UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+FAST_PATH_RULES = BatchRules(
+    max_batch=MAX_BATCH,
+    max_offences=MAX_OFFENCES,
+    local_case_id=LOCAL_CASE_ID_PATTERN,
+    unstorable=_UNSTORABLE,
+    statuses=frozenset(CASE_STATUSES),
+    need_levels=frozenset(NEED_LEVELS),
+    genders=frozenset(GENDERS),
+    offence_types=frozenset(OFFENCE_TYPES),
+)
 
 
 def _today() -> date:
@@ -218,17 +228,7 @@ class CaseloadSyncSchema(StrictSchema):
         """A well-formed batch through the fast path (`schemas.caseload_fast`), anything else
         through the schema itself, so every error is the schema's."""
         if not many and not kwargs:
-            loaded = load_batch(
-                data,
-                max_batch=MAX_BATCH,
-                max_offences=MAX_OFFENCES,
-                local_case_id=LOCAL_CASE_ID_PATTERN,
-                unstorable=_UNSTORABLE,
-                statuses=CASE_STATUSES,
-                need_levels=NEED_LEVELS,
-                genders=GENDERS,
-                offence_types=frozenset(OFFENCE_TYPES),
-            )
+            loaded = load_batch(data, FAST_PATH_RULES)
             if loaded is not None:
                 return loaded
         return super().load(data, many=many, **kwargs)
@@ -331,7 +331,7 @@ class CaseViewSchema(Schema):
     status = fields.String()
     statutory = fields.Boolean()
     offender_manager_ref = fields.String(allow_none=True)
-    risk = fields.Dict(allow_none=True)
+    risk = fields.Nested(RiskSchema, allow_none=True)
     needs = fields.Dict(keys=fields.String(), values=fields.String())
     cohorts = fields.List(fields.String())
     updated_at = UTCDateTime()

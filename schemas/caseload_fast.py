@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -57,44 +58,32 @@ class _Unsure(Exception):
     """Leave this batch to the schema."""
 
 
-def load_batch(
-    data: Any,
-    *,
-    max_batch: int,
-    max_offences: int,
-    local_case_id: re.Pattern[str],
-    unstorable: re.Pattern[str],
-    statuses: tuple[str, ...],
-    need_levels: tuple[str, ...],
-    genders: tuple[str, ...],
-    offence_types: frozenset[str],
-) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class BatchRules:
+    """The schema's limits and vocabularies, passed in by `schemas.caseload` (which imports
+    this module, so this one cannot import it)."""
+
+    max_batch: int
+    max_offences: int
+    local_case_id: re.Pattern[str]
+    unstorable: re.Pattern[str]
+    statuses: frozenset[str]
+    need_levels: frozenset[str]
+    genders: frozenset[str]
+    offence_types: frozenset[str]
+
+
+def load_batch(data: Any, rules: BatchRules) -> dict[str, Any] | None:
     """The batch as `CaseloadSyncSchema().load` returns it, or None to let the schema decide."""
     try:
-        return _Loader(
-            max_batch, max_offences, local_case_id, unstorable, statuses, need_levels, genders,
-            offence_types,
-        ).batch(data)  # fmt: skip
+        return _Loader(rules).batch(data)
     except _Unsure:
         return None
 
 
 class _Loader:
-    def __init__(
-        self,
-        max_batch: int,
-        max_offences: int,
-        local_case_id: re.Pattern[str],
-        unstorable: re.Pattern[str],
-        statuses: tuple[str, ...],
-        need_levels: tuple[str, ...],
-        genders: tuple[str, ...],
-        offence_types: frozenset[str],
-    ) -> None:
-        self.max_batch, self.max_offences = max_batch, max_offences
-        self.local_case_id, self.unstorable = local_case_id, unstorable
-        self.statuses, self.need_levels = frozenset(statuses), frozenset(need_levels)
-        self.genders, self.offence_types = frozenset(genders), offence_types
+    def __init__(self, rules: BatchRules) -> None:
+        self.rules = rules
         self.today = datetime.now(UTC).date()
 
     def batch(self, data: Any) -> dict[str, Any]:
@@ -117,7 +106,7 @@ class _Loader:
             except ValueError:
                 raise _Unsure from None
         records = data.get("records")
-        if type(records) is not list or not 1 <= len(records) <= self.max_batch:
+        if type(records) is not list or not 1 <= len(records) <= self.rules.max_batch:
             raise _Unsure
         loaded = [self.record(r) for r in records]
         if len({r["local_case_id"] for r in loaded}) != len(loaded):
@@ -133,7 +122,7 @@ class _Loader:
                 raise _Unsure
         today = self.today
         local_id = data["local_case_id"]
-        if type(local_id) is not str or self.local_case_id.match(local_id) is None:
+        if type(local_id) is not str or self.rules.local_case_id.match(local_id) is None:
             raise _Unsure
         out: dict[str, Any] = {
             "local_case_id": local_id,
@@ -143,10 +132,10 @@ class _Loader:
             "date_of_birth": _date(data["date_of_birth"], _EARLIEST_BIRTH, today),
             "area": _member(data["area"], _AREAS),
             "statutory": _flag(data["statutory"]),
-            "status": _member(data.get("status", "active"), self.statuses),
+            "status": _member(data.get("status", "active"), self.rules.statuses),
         }
         if "gender" in data:
-            out["gender"] = _member(data["gender"], self.genders)
+            out["gender"] = _member(data["gender"], self.rules.genders)
         if "offender_manager_ref" in data:
             ref = data["offender_manager_ref"]
             out["offender_manager_ref"] = None if ref is None else self.text(ref, 64)
@@ -179,7 +168,7 @@ class _Loader:
     def text(self, value: Any, longest: int) -> str:
         if type(value) is not str or not 1 <= len(value) <= longest:
             raise _Unsure
-        if self.unstorable.search(value):
+        if self.rules.unstorable.search(value):
             raise _Unsure
         return value
 
@@ -188,11 +177,11 @@ class _Loader:
             raise _Unsure
         for pathway, level in value.items():
             _member(pathway, _PATHWAYS)
-            _member(level, self.need_levels)
+            _member(level, self.rules.need_levels)
         return dict(value)
 
     def offences(self, value: Any, today: date) -> list[dict[str, Any]]:
-        if type(value) is not list or len(value) > self.max_offences:
+        if type(value) is not list or len(value) > self.rules.max_offences:
             raise _Unsure
         out = []
         for offence in value:
@@ -200,7 +189,7 @@ class _Loader:
                 raise _Unsure
             out.append(
                 {
-                    "offence_type": _member(offence["offence_type"], self.offence_types),
+                    "offence_type": _member(offence["offence_type"], self.rules.offence_types),
                     "offence_date": _date(offence["offence_date"], _EARLIEST_EVENT, today),
                 }
             )

@@ -6,6 +6,7 @@ from datetime import date
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from policies.vocabulary import PATHWAYS
 from schemas.common import PageQuery, PageSchema, StrictSchema, UTCDateTime
 from schemas.subjects import SubjectSchema
 
@@ -16,15 +17,6 @@ SERVICES = [
     "education_training_employment",
     "substance_misuse",
     "mental_health",
-]
-PATHWAYS = [
-    "accommodation",
-    "ete",
-    "health",
-    "drugs_alcohol",
-    "finance",
-    "children_families",
-    "attitudes",
 ]
 REASONS = [
     "prolific_offending",

@@ -21,16 +21,22 @@ DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 def postgres_server_url() -> str | None:
     """The PostgreSQL URL to test against, or None when no server answers."""
     url = os.environ.get("TEST_DATABASE_URL", DEFAULT_POSTGRES_URL)
+    # asked for explicitly: an unreachable server is a failure, not a skip
+    return url if answers(url, strict="TEST_DATABASE_URL" in os.environ) else None
+
+
+def answers(url: str, *, strict: bool = False) -> bool:
+    """Whether a PostgreSQL server answers at `url` (`strict`: raise if it does not)."""
     if not url.startswith("postgresql"):
-        return None
+        return False
     engine = sa.create_engine(url, connect_args={"connect_timeout": 2})
     try:
         with engine.connect():
-            return url
+            return True
     except sa.exc.OperationalError:
-        if "TEST_DATABASE_URL" in os.environ:
-            raise  # asked for explicitly: an unreachable server is a failure, not a skip
-        return None
+        if strict:
+            raise
+        return False
     finally:
         engine.dispose()
 

@@ -1253,27 +1253,15 @@ def _disclose_case(
     decision: Decision,
     today: date,
 ) -> dict[str, Any]:
-    latest = subject.latest_risk
     record = {
         "local_case_id": case.local_case_id,
         "subject_ref": subject.id,
         "status": case.status,
         "statutory": case.statutory,
         "offender_manager_ref": case.offender_manager_ref,
-        "risk": None
-        if latest is None
-        else {
-            "reoffending_score": latest.reoffending_score,
-            "reoffending_band": latest.reoffending_band,
-            "serious_harm_level": latest.serious_harm_level,
-            "assessed_at": latest.assessed_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        },
+        "risk": subject.risk(),
         "needs": {n.pathway: n.level for n in subject.needs},
-        "cohorts": sorted(
-            c.cohort
-            for c in subject.cohorts
-            if c.start_date <= today and (c.end_date is None or c.end_date >= today)
-        ),
+        "cohorts": subject.active_cohorts(today),
         "updated_at": case.updated_at,
     }
     pseudonym = None

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from audit.events import EventKind
-from gateway.db import Database, write_after_read
+from gateway.db import insert_ignoring_duplicates, write_after_read
 from gateway.keys import KeyStore
 from gateway.models import PseudonymIndex, PseudonymKeyVersion
 from gateway.services.registry import audit_admin
@@ -31,17 +31,6 @@ def keyring(keys: KeyStore) -> Keyring:
             versions=keys.pseudonym_keys, current=keys.pseudonym_key_version
         )
     return ring
-
-
-def insert_ignoring_duplicates(database: Database | Session, table: sa.Table) -> sa.Insert:
-    """INSERT ... ON CONFLICT DO NOTHING on both SQLite and PostgreSQL."""
-    session = database.session if isinstance(database, Database) else database
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing()
 
 
 def pseudonyms_for(

@@ -30,9 +30,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from gateway.db import insert_ignoring_duplicates
 from gateway.models import Agency, CaseloadSnapshot, CaseloadSnapshotCase, Management
 from gateway.services.caseload import (
     CaseloadError,
@@ -159,7 +159,8 @@ def remember_batch(
         )
     for snapshot_id in targets:
         rows = [{"snapshot_id": snapshot_id, "local_case_id": lid} for lid in local_ids]
-        session.execute(_insert_ignoring_repeats(session), rows)
+        # a local id sent in two batches of a snapshot is seen once
+        session.execute(insert_ignoring_duplicates(session, _seen), rows)
 
 
 def complete(
@@ -257,10 +258,3 @@ def _lock_agency(session: Session, agency_id: int) -> None:
     """One caseload change per agency at a time (as a sync batch takes it): PostgreSQL row
     lock; SQLite's write lock does this already."""
     session.execute(sa.select(Agency.id).where(Agency.id == agency_id).with_for_update())
-
-
-def _insert_ignoring_repeats(session: Session) -> sa.Insert:
-    """A local id sent in two batches of a snapshot is seen once."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(_seen).on_conflict_do_nothing()
-    return sqlite.insert(_seen).on_conflict_do_nothing()

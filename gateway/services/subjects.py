@@ -5,8 +5,9 @@ that disclosure filters, and list scopes turned into SQL so lists never load row
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -109,6 +110,13 @@ class SubjectRecord:
     victim_links: tuple[VictimLink, ...]
     referrals: tuple[ReferralLink, ...]
 
+    def active_cohorts(self, today: date) -> list[str]:
+        return sorted(c.cohort for c in self.cohorts if _active(c.start_date, c.end_date, today))
+
+    def risk(self) -> dict[str, Any] | None:
+        """The latest assessment as the subject and case resources show it."""
+        return None if self.latest_risk is None else asdict(self.latest_risk)
+
 
 def load_subjects(session: Session, subject_ids: Iterable[str]) -> dict[str, SubjectRecord]:
     """Subjects with everything a decision or disclosure may need, in one statement.
@@ -121,9 +129,15 @@ def load_subjects(session: Session, subject_ids: Iterable[str]) -> dict[str, Sub
     return {row.id: _subject_record(row) for row in rows}
 
 
-def _collection(model: type, *columns: sa.ColumnElement) -> sa.ScalarSelect:
-    """The subject's rows of `model` as one JSON array of [column, ...] arrays."""
-    return sa.select(json_rows(*columns)).where(model.subject_id == Subject.id).scalar_subquery()
+def _collection(
+    model: type, *columns: sa.ColumnElement, agency: sa.ColumnElement | None = None
+) -> sa.ScalarSelect:
+    """The subject's rows of `model` as one JSON array of [column, ...] arrays; `agency`: the
+    foreign key to join agencies by, for their codes."""
+    select = sa.select(json_rows(*columns)).select_from(model)
+    if agency is not None:
+        select = select.join(Agency, Agency.id == agency)
+    return select.where(model.subject_id == Subject.id).scalar_subquery()
 
 
 _LATEST_RISK = (
@@ -134,7 +148,9 @@ _LATEST_RISK = (
     .correlate_except(RiskAssessment)  # to the subject, not to the enclosing risk query
     .scalar_subquery()
 )
-_SUBJECT_RECORDS = sa.select(
+# Built once: SQLAlchemy memoises a statement's cache key, which for this tree costs more to
+# compute than the query takes to run.
+_SUBJECT_RECORDS_BY_ID = sa.select(
     *Subject.__table__.c,
     _collection(SubjectIdentifier, SubjectIdentifier.scheme, SubjectIdentifier.value).label(
         "identifiers_"
@@ -157,39 +173,28 @@ _SUBJECT_RECORDS = sa.select(
     .scalar_subquery()
     .label("risk_"),
     _collection(NeedRow, NeedRow.pathway, NeedRow.level).label("needs_"),
-    sa.select(
-        json_rows(
-            Agency.code,
-            Management.statutory,
-            Management.offender_manager_ref,
-            Management.start_date,
-            Management.end_date,
-        )
-    )
-    .join_from(Management, Agency, Management.agency_id == Agency.id)
-    .where(Management.subject_id == Subject.id)
-    .scalar_subquery()
-    .label("management_"),
+    _collection(
+        Management,
+        Agency.code,
+        Management.statutory,
+        Management.offender_manager_ref,
+        Management.start_date,
+        Management.end_date,
+        agency=Management.agency_id,
+    ).label("management_"),
     _collection(
         VictimLinkRow, VictimLinkRow.victim_ref, VictimLinkRow.relationship_to_subject
     ).label("victims_"),
-    sa.select(
-        json_rows(
-            Agency.code,
-            Referral.status,
-            Referral.consent["status"].as_string(),
-            Referral.closed_at,
-            Referral.purpose,
-        )
-    )
-    .join_from(Referral, Agency, Referral.to_agency_id == Agency.id)
-    .where(Referral.subject_id == Subject.id)
-    .scalar_subquery()
-    .label("referrals_"),
-)
-# Built once: SQLAlchemy memoises a statement's cache key, which for this tree costs more to
-# compute than the query takes to run.
-_SUBJECT_RECORDS_BY_ID = _SUBJECT_RECORDS.where(Subject.id.in_(sa.bindparam("ids", expanding=True)))
+    _collection(
+        Referral,
+        Agency.code,
+        Referral.status,
+        Referral.consent["status"].as_string(),
+        Referral.closed_at,
+        Referral.purpose,
+        agency=Referral.to_agency_id,
+    ).label("referrals_"),
+).where(Subject.id.in_(sa.bindparam("ids", expanding=True)))
 
 
 def _subject_record(row: sa.Row) -> SubjectRecord:
@@ -247,9 +252,7 @@ def record_context(
     managed = [m for m in subject.management if _active(m.start_date, m.end_date, today)]
     referred = [r for r in subject.referrals if _referral_visible(r, today, policy)]
     return RecordContext(
-        cohorts=frozenset(
-            c.cohort for c in subject.cohorts if _active(c.start_date, c.end_date, today)
-        ),
+        cohorts=frozenset(subject.active_cohorts(today)),
         area=subject.area_code,
         age=age_on(subject.date_of_birth, today),
         managed_by=frozenset(m.agency_code for m in managed),
@@ -283,7 +286,6 @@ def retention_end(policy: PolicySet, purpose: str, closed_on: date) -> date:
 
 def full_record(subject: SubjectRecord, today: date) -> dict:
     """Every field of the subject resource; `policies.disclose` decides what leaves."""
-    latest = subject.latest_risk
     identifiers = {
         scheme.lower(): value
         for scheme, value in subject.identifiers
@@ -302,17 +304,8 @@ def full_record(subject: SubjectRecord, today: date) -> dict:
         "identifiers": identifiers,
         "area": subject.area_code,
         "policing_unit": subject.policing_unit_code,
-        "cohorts": sorted(
-            c.cohort for c in subject.cohorts if _active(c.start_date, c.end_date, today)
-        ),
-        "risk": None
-        if latest is None
-        else {
-            "reoffending_score": latest.reoffending_score,
-            "reoffending_band": latest.reoffending_band,
-            "serious_harm_level": latest.serious_harm_level,
-            "assessed_at": latest.assessed_at,
-        },
+        "cohorts": subject.active_cohorts(today),
+        "risk": subject.risk(),
         "needs": {n.pathway: n.level for n in subject.needs},
         "management": [
             {

@@ -13,8 +13,6 @@ import sqlalchemy as sa
 
 from audit.models import AuditEventRow
 
-pytestmark = pytest.mark.usefixtures("world")
-
 
 @pytest.fixture
 def real(world):  # type: ignore[no-untyped-def]

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from tests.databases import postgres_server_url, throwaway_database
-from tests.reliability.server import Gateway, call
+from tests.server import Gateway, call
 
 pytestmark = pytest.mark.server
 

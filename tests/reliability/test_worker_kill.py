@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.databases import backends, throwaway_database
-from tests.reliability.server import Gateway, call
+from tests.server import Gateway, call
 
 pytestmark = pytest.mark.server
 THREADS, SECONDS, KILLS = 6, 6.0, 2

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from policies.identifiers import pnc_check_character
-from schemas.caseload import CaseloadSyncSchema, StrictSchema
+from schemas.caseload import FAST_PATH_RULES, CaseloadSyncSchema, StrictSchema
 from schemas.caseload_fast import load_batch
 
 TODAY = datetime.now(UTC).date()
@@ -33,22 +33,7 @@ def fast(data: Any) -> dict | None:
 
 
 def _fast_accepts(data: Any) -> bool:
-    from schemas import caseload
-
-    return (
-        load_batch(
-            data,
-            max_batch=caseload.MAX_BATCH,
-            max_offences=caseload.MAX_OFFENCES,
-            local_case_id=caseload.LOCAL_CASE_ID_PATTERN,
-            unstorable=caseload._UNSTORABLE,
-            statuses=caseload.CASE_STATUSES,
-            need_levels=caseload.NEED_LEVELS,
-            genders=caseload.GENDERS,
-            offence_types=frozenset(caseload.OFFENCE_TYPES),
-        )
-        is not None
-    )
+    return load_batch(data, FAST_PATH_RULES) is not None
 
 
 def record(n: int) -> dict:

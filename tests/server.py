@@ -1,4 +1,5 @@
-"""A real gateway on loopback for reliability tests: migrated database, demo world, gunicorn.
+"""A real gateway on loopback for server and reliability tests: migrated database, demo world,
+gunicorn.
 
 Tests drive it over HTTP only, like a partner system would.
 """
@@ -17,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
