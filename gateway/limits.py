@@ -5,8 +5,9 @@
     GATEWAY_TOKEN_RATE_LIMIT    /oauth/token and /oauth/revoke, keyed by the remote address:
                                 they check client secrets (scrypt), so they are the costly and
                                 the guessable ones                    default "60 per minute"
-    GATEWAY_RATE_LIMIT_STORAGE  "memory://" (per worker) or "redis://host:6379[/db]" (shared by
-                                every worker and host)                 default "memory://"
+    GATEWAY_RATE_LIMIT_STORAGE  "memory://" (per worker, `WorkerMemoryStorage`) or
+                                "redis://host:6379[/db]" (shared by every worker and host)
+                                                                       default "memory://"
     GATEWAY_RATE_LIMIT_PREFIX   key prefix in the storage              default "iomgw"
 
 A limit is any Flask-Limiter string, several separated by ";" ("10 per second; 600 per
@@ -35,6 +36,7 @@ import time
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limit, Limiter, RateLimitExceeded
 from limits import parse_many
+from limits.storage import MemoryStorage
 
 from gateway import access
 from gateway.problems import Problem, problem_response
@@ -62,6 +64,8 @@ def init_rate_limits(app: Flask) -> Limiter:
     for name in (CONFIG_LIMIT, CONFIG_TOKEN_LIMIT):
         _parse(name, app.config[name])  # a typo fails at start-up, not on the first request
     storage = os.environ.get("GATEWAY_RATE_LIMIT_STORAGE", DEFAULT_STORAGE)
+    if storage == DEFAULT_STORAGE:
+        storage = f"{WorkerMemoryStorage.STORAGE_SCHEME[0]}://"
     options = {"socket_connect_timeout": 1, "socket_timeout": 1} if "redis" in storage else {}
     limiter = Limiter(
         _caller_key,
@@ -93,6 +97,46 @@ def init_rate_limits(app: Flask) -> Limiter:
     app.register_error_handler(RateLimitExceeded, _too_many_requests)
     app.extensions[EXTENSION] = limiter
     return limiter
+
+
+class WorkerMemoryStorage(MemoryStorage):
+    """limits' MemoryStorage, without its expiry thread.
+
+    MemoryStorage expires counters from a 10 ms `threading.Timer` that it starts again on the
+    first hit after each run: under load, a new thread every few requests in every worker.
+    Reading a counter already ignores it once expired, so here the expired ones are merely
+    swept now and then, by the request that finds a sweep due (counters per window and per
+    address would otherwise pile up)."""
+
+    STORAGE_SCHEME = ["gateway-memory"]
+    SWEEP_SECONDS = 60.0
+
+    def __init__(self, uri: str | None = None, **options: object) -> None:
+        super().__init__(uri, **options)  # type: ignore[arg-type]
+        self.next_sweep = time.time() + self.SWEEP_SECONDS
+
+    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        self.get(key)  # forgets the counter if it has expired
+        with self.locks[key]:
+            self.storage[key] += amount
+            if self.storage[key] == amount:
+                self.expirations[key] = time.time() + expiry
+        self._sweep_when_due()
+        return self.storage.get(key, 0)
+
+    def decr(self, key: str, amount: int = 1) -> int:
+        self.get(key)
+        with self.locks[key]:
+            self.storage[key] = max(self.storage[key] - amount, 0)
+        return self.storage.get(key, 0)
+
+    def _sweep_when_due(self) -> None:
+        now = time.time()
+        if now < self.next_sweep:
+            return
+        self.next_sweep = now + self.SWEEP_SECONDS
+        for key in [k for k, expires in self.expirations.items() if expires <= now]:
+            self.get(key)
 
 
 def _check_with_authentication(app: Flask, limiter: Limiter) -> None:

@@ -5,7 +5,7 @@ that disclosure filters, and list scopes turned into SQL so lists never load row
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -52,6 +52,9 @@ class Risk:
     reoffending_band: str | None
     serious_harm_level: str | None
     assessed_at: datetime
+
+
+_RISK_FIELDS = tuple(field.name for field in fields(Risk))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +117,11 @@ class SubjectRecord:
         return sorted(c.cohort for c in self.cohorts if _active(c.start_date, c.end_date, today))
 
     def risk(self) -> dict[str, Any] | None:
-        """The latest assessment as the subject and case resources show it."""
-        return None if self.latest_risk is None else asdict(self.latest_risk)
+        """The latest assessment as the subject and case resources show it (its values are
+        immutable scalars, so not `asdict`, which deep-copies each one)."""
+        if self.latest_risk is None:
+            return None
+        return {name: getattr(self.latest_risk, name) for name in _RISK_FIELDS}
 
 
 def load_subjects(session: Session, subject_ids: Iterable[str]) -> dict[str, SubjectRecord]:
