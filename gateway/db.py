@@ -1,13 +1,17 @@
 """Database engine and sessions: the same code path for SQLite and PostgreSQL.
 
 A request uses one session: a data change and the audit event describing it commit together
-or not at all. A read request on SQLite runs its reads as single statements and opens a
-transaction only for its audit event (`begin_read_phase`).
+or not at all. A read request runs its reads as single statements and writes its audit event
+after them (`begin_read_phase`).
+
+On both backends the driver is in autocommit mode and never begins a transaction itself:
+SQLAlchemy's "begin" event does (`_begin_unless_reading`), so that a read request can skip it.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -102,16 +106,7 @@ def make_engine(url: str) -> Engine:
             cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
             cursor.close()
 
-        @sa.event.listens_for(engine, "begin")
-        def _begin(conn):  # type: ignore[no-untyped-def]
-            # Every request writes its audit event: take the write lock up front so a
-            # transaction never fails upgrading a stale read snapshot under load. A read
-            # request's reads instead run as single statements (see `begin_read_phase`).
-            reads_only = conn.get_execution_options().get(READ_PHASE, False)
-            conn.info[AUTOCOMMIT_READS] = reads_only
-            if not reads_only:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
+        sa.event.listen(engine, "begin", _begin_unless_reading("BEGIN IMMEDIATE"))
         return engine
     # A database that goes silent (a network partition) must fail the request with a 503
     # well inside gunicorn's 30 s worker timeout, not hang until the worker is killed.
@@ -123,9 +118,32 @@ def make_engine(url: str) -> Engine:
         "keepalives_interval": 5,
         "keepalives_count": 3,
     }
-    return sa.create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args
+    engine = sa.create_engine(
+        url,
+        isolation_level="AUTOCOMMIT",  # the driver never begins; `_begin_unless_reading` does
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        connect_args=connect_args,
     )
+    sa.event.listen(engine, "begin", _begin_unless_reading("BEGIN"))
+    return engine
+
+
+def _begin_unless_reading(begin: str) -> Callable[[sa.Connection], None]:
+    """The "begin" event: open the transaction, unless a read phase starts (or the caller
+    asked for autocommit). On SQLite it is BEGIN IMMEDIATE: every request writes its audit
+    event, so a transaction takes the write lock up front and never fails upgrading a stale
+    read snapshot under load."""
+
+    def begin_transaction(conn: sa.Connection) -> None:
+        options = conn.get_execution_options()
+        reads_only = options.get(READ_PHASE, False)
+        conn.info[AUTOCOMMIT_READS] = reads_only
+        if not reads_only and options.get("isolation_level") != "AUTOCOMMIT":
+            conn.exec_driver_sql(begin)
+
+    return begin_transaction
 
 
 READ_PHASE = "gateway_read_phase"
@@ -134,16 +152,16 @@ AUTOCOMMIT_READS = "gateway_autocommit_reads"
 
 
 def begin_read_phase(session: Session) -> None:
-    """Start a read request without taking SQLite's write lock.
+    """Start a read request: its statements run on their own, outside a transaction.
 
     SQLite has one writer at a time, and every request writes its audit event, so a request
     that held the write lock from its first statement would serialise every worker on the
-    whole request. A read request's statements instead run on their own (no BEGIN: the
-    driver is in autocommit mode, each SELECT is its own snapshot); `end_read_phase` then
-    opens the write transaction on the same connection for the audit event and any
-    `write_after_read` rows. The response still waits for that commit: fail closed as
-    before. On PostgreSQL, which has no such lock, this does nothing."""
-    if session.get_bind().dialect.name == "sqlite" and not session.in_transaction():
+    whole request; on PostgreSQL, BEGIN and COMMIT are two of a read's round trips. So a
+    read request's statements run without BEGIN (each SELECT is its own snapshot, as under
+    PostgreSQL's READ COMMITTED anyway), and `end_read_phase` opens the write transaction on
+    the same connection for the audit event and any `write_after_read` rows. The response
+    still waits for that write: fail closed as before."""
+    if not session.in_transaction():
         session.connection(execution_options={READ_PHASE: True})
         session.info[READ_PHASE] = True
 
@@ -160,15 +178,27 @@ def write_after_read(session: Session, statement: sa.Executable, rows: list[dict
 
 def end_read_phase(session: Session, *, keep_writes: bool) -> None:
     """End the read phase: open the write transaction and replay the deferred writes, or
-    (`keep_writes=False`, a refused request) drop them; the caller then rolls back."""
+    (`keep_writes=False`, a refused request) drop them; the caller then rolls back.
+
+    On PostgreSQL, when nothing is deferred, the audit event is the one write left, and
+    `audit.record` writes it in one statement, atomic on its own: no transaction is opened,
+    which saves the BEGIN and COMMIT round trips. (SQLite's takes two statements.)"""
     if not session.info.pop(READ_PHASE, False):
         return
     writes = session.info.pop(DEFERRED_WRITES, [])
     if not keep_writes:
         return
     connection = session.connection()
-    if connection.info.pop(AUTOCOMMIT_READS, False):  # not so inside a test's outer transaction
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    reading = connection.info.pop(AUTOCOMMIT_READS, False)  # False in a test's outer transaction
+    one_statement_follows = (
+        connection.dialect.name == "postgresql"
+        and not writes
+        and not (session.new or session.dirty or session.deleted)
+    )
+    if reading and not one_statement_follows:
+        connection.exec_driver_sql(
+            "BEGIN IMMEDIATE" if connection.dialect.name == "sqlite" else "BEGIN"
+        )
     for statement, rows in writes:
         session.execute(statement, rows)
 
