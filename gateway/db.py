@@ -11,6 +11,7 @@ SQLAlchemy's "begin" event does (`_begin_unless_reading`), so that a read reques
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -87,11 +88,12 @@ def _insert_ignoring_duplicates(dialect: str, table: sa.Table) -> sa.Insert:
 
 
 SQLITE_MMAP_BYTES = 256 * 1024 * 1024
+SQLITE_LOCK_WAIT_SECONDS = 30.0
 
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_LOCK_WAIT_SECONDS})
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -106,7 +108,7 @@ def make_engine(url: str) -> Engine:
             cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
             cursor.close()
 
-        sa.event.listen(engine, "begin", _begin_unless_reading("BEGIN IMMEDIATE"))
+        sa.event.listen(engine, "begin", _begin_unless_reading(_begin_immediate))
         return engine
     # A database that goes silent (a network partition) must fail the request with a 503
     # well inside gunicorn's 30 s worker timeout, not hang until the worker is killed.
@@ -126,29 +128,60 @@ def make_engine(url: str) -> Engine:
         max_overflow=10,
         connect_args=connect_args,
     )
-    sa.event.listen(engine, "begin", _begin_unless_reading("BEGIN"))
+    sa.event.listen(engine, "begin", _begin_unless_reading(_begin))
     return engine
 
 
-def _begin_unless_reading(begin: str) -> Callable[[sa.Connection], None]:
+def _begin_unless_reading(
+    begin: Callable[[sa.Connection], None],
+) -> Callable[[sa.Connection], None]:
     """The "begin" event: open the transaction, unless a read phase starts (or the caller
-    asked for autocommit). On SQLite it is BEGIN IMMEDIATE: every request writes its audit
-    event, so a transaction takes the write lock up front and never fails upgrading a stale
-    read snapshot under load."""
+    asked for autocommit)."""
 
     def begin_transaction(conn: sa.Connection) -> None:
         options = conn.get_execution_options()
-        reads_only = options.get(READ_PHASE, False)
-        conn.info[AUTOCOMMIT_READS] = reads_only
-        if not reads_only and options.get("isolation_level") != "AUTOCOMMIT":
-            conn.exec_driver_sql(begin)
+        reads_first = options.get(READ_PHASE, False)
+        conn.info[BEGIN_AFTER_READS] = begin if reads_first else None  # for `end_read_phase`
+        if not reads_first and options.get("isolation_level") != "AUTOCOMMIT":
+            begin(conn)
 
     return begin_transaction
 
 
+def _begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+def _begin_immediate(conn: sa.Connection) -> None:
+    """SQLite: BEGIN IMMEDIATE, waiting for the write lock in short steps.
+
+    IMMEDIATE: every request writes its audit event, so a transaction takes the write lock
+    up front and never fails upgrading a stale read snapshot under load. The waiting: SQLite's
+    own busy handler sleeps 1, 2, 5, 10... ms between attempts, while a request holds the lock
+    for a fraction of a millisecond, so under load a quarter of requests idled a millisecond
+    or more for a lock long since free. Here the wait starts at 20 us and doubles up to 1 ms,
+    for the same SQLITE_LOCK_WAIT_SECONDS in all."""
+    driver = conn.connection.dbapi_connection
+    driver.execute("PRAGMA busy_timeout = 0")  # fail at once; statements the loop sends
+    try:
+        pause, deadline = 20e-6, time.monotonic() + SQLITE_LOCK_WAIT_SECONDS
+        while True:
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except sa.exc.OperationalError as error:
+                busy = getattr(error.orig, "sqlite_errorname", None) == "SQLITE_BUSY"
+                if not busy or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(2 * pause, 1e-3)
+    finally:
+        driver.execute(f"PRAGMA busy_timeout = {int(SQLITE_LOCK_WAIT_SECONDS * 1000)}")
+
+
 READ_PHASE = "gateway_read_phase"
 DEFERRED_WRITES = "gateway_deferred_writes"
-AUTOCOMMIT_READS = "gateway_autocommit_reads"
+BEGIN_AFTER_READS = "gateway_begin_after_reads"
 
 
 def begin_read_phase(session: Session) -> None:
@@ -189,16 +222,14 @@ def end_read_phase(session: Session, *, keep_writes: bool) -> None:
     if not keep_writes:
         return
     connection = session.connection()
-    reading = connection.info.pop(AUTOCOMMIT_READS, False)  # False in a test's outer transaction
+    begin = connection.info.pop(BEGIN_AFTER_READS, None)  # None in a test's outer transaction
     one_statement_follows = (
         connection.dialect.name == "postgresql"
         and not writes
         and not (session.new or session.dirty or session.deleted)
     )
-    if reading and not one_statement_follows:
-        connection.exec_driver_sql(
-            "BEGIN IMMEDIATE" if connection.dialect.name == "sqlite" else "BEGIN"
-        )
+    if begin is not None and not one_statement_follows:
+        begin(connection)
     for statement, rows in writes:
         session.execute(statement, rows)
 
