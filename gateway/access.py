@@ -298,11 +298,12 @@ def finish_request(response: Response) -> Response:
         return response
     session = extensions.database().session
     try:
+        event = build_event(response)  # before the write transaction: it holds SQLite's lock
         succeeded = response.status_code < 400
         end_read_phase(session, keep_writes=succeeded)
         if not succeeded:
             session.rollback()
-        record_event(session, build_event(response))
+        record_event(session, event)
         session.commit()
     except (SQLAlchemyError, ValueError) as error:  # ValueError: an event that cannot be encoded
         log.error("audit write failed (request %s): %s", g.request_id, type(error).__name__)
