@@ -36,7 +36,7 @@ from audit.models import (
     AuditNode,
     AuditSealState,
 )
-from audit.store import load_nodes
+from audit.store import insert_rows, load_nodes
 
 _events = AuditEventRow.__table__
 _gaps = AuditGap.__table__
@@ -189,9 +189,8 @@ def _append(session: Session, state: AuditSealState, rows: list[sa.Row]) -> byte
         for level, index, node in frontier.append(value)[1:]:
             nodes.append({"level": level, "node_index": index, "hash": node})
     conn = session.connection()
-    conn.execute(sa.insert(AuditLeaf.__table__), leaves)
-    if nodes:
-        conn.execute(sa.insert(AuditNode.__table__), nodes)
+    insert_rows(conn, AuditLeaf.__table__, leaves)
+    insert_rows(conn, AuditNode.__table__, nodes)
     state.tree_size = frontier.size
     return frontier.root()
 
