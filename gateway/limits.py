@@ -2,7 +2,8 @@
 
     GATEWAY_RATE_LIMIT          every request, keyed by the authenticated client id (remote
                                 address where there is no client)     default "600 per minute"
-    GATEWAY_TOKEN_RATE_LIMIT    /oauth/token and /oauth/revoke, keyed by the remote address:
+    GATEWAY_TOKEN_RATE_LIMIT    instead at /oauth/token and /oauth/revoke, keyed by the remote
+                                address (there is no client yet):
                                 they check client secrets (scrypt), so they are the costly and
                                 the guessable ones                    default "60 per minute"
     GATEWAY_RATE_LIMIT_STORAGE  "memory://" (per worker, `WorkerMemoryStorage`) or
@@ -69,20 +70,15 @@ def init_rate_limits(app: Flask) -> Limiter:
     options = {"socket_connect_timeout": 1, "socket_timeout": 1} if "redis" in storage else {}
     limiter = Limiter(
         _caller_key,
+        # One limit, which is the token endpoint's where the request is for it: Flask-Limiter
+        # resolves and evaluates every default limit on every request, exempt or not.
         default_limits=[
             Limit(
-                lambda: _limit_string(CONFIG_LIMIT),
-                scope="caller",
+                lambda: _limit_string(CONFIG_TOKEN_LIMIT if _for_tokens() else CONFIG_LIMIT),
+                scope=lambda _endpoint: "token-endpoint" if _for_tokens() else "caller",
                 shared=True,
                 exempt_when=lambda: request.path in EXEMPT_PATHS,
-            ),
-            Limit(
-                lambda: _limit_string(CONFIG_TOKEN_LIMIT),
-                key_function=_address_key,
-                scope="token-endpoint",
-                shared=True,
-                exempt_when=lambda: request.path not in TOKEN_PATHS,
-            ),
+            )
         ],
         storage_uri=storage,
         storage_options=options,
@@ -176,7 +172,12 @@ def _limit_string(name: str) -> str:
     return "" if value.strip().lower() == "off" else value
 
 
+def _for_tokens() -> bool:
+    return request.path in TOKEN_PATHS
+
+
 def _caller_key() -> str:
+    # At the token endpoint there is no caller yet: the remote address.
     caller = g.get("caller")
     return f"client:{caller.client_id}" if caller is not None else _address_key()
 
