@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> Section:
         f"x {connections} connections, {args.rounds} rounds x {args.duration:g} s per app, "
         "interleaved (medians)",
         ["backend", "app", "requests/s", "rounds (req/s)", "p50", "p99", "non-2xx",
-         "gateway / bare"],
+         "CPU us/request", "gateway / bare (req/s)", "gateway / bare (CPU)"],
     )
     in_process = Table(
         "The same reads in-process, one thread, no gunicorn (Flask test client, 5 interleaved "
@@ -89,20 +89,34 @@ def run(args: argparse.Namespace) -> Section:
                 demo_world(backend, Path(tmp) / "world", subjects=args.subjects) as world:
             read = choose_read(world)
             results = _load(world, read, wrk, args, connections, Path(tmp))
-            gateway_rps = median([r.rps for r in results["gateway"]])
             bare_rps = median([r.rps for r in results["bare"]])
-            ratio = gateway_rps / bare_rps
+            bare_cpu = median([r.worker_cpu_us + r.database_cpu_us for r in results["bare"]])
+            # Each gateway round against the bare round next to it in time, so that the
+            # machine's drift (other tenants) hits both sides of each ratio alike.
+            pairs = zip(results["gateway"], results["bare"], strict=True)
+            paired = [gateway.rps / bare.rps for gateway, bare in pairs]
+            ratio = median(paired)
             for app in ("gateway", "bare", "single"):
                 rounds = results.get(app)
                 if not rounds:
                     continue
-                load.add(label, _app_label(app, read), f"{median([r.rps for r in rounds]):,.0f}",
+                rps = median([r.rps for r in rounds])
+                cpu = median([r.worker_cpu_us + r.database_cpu_us for r in rounds])
+                cpu_figure = f"{cpu:,.0f}"
+                if world.backend == "postgresql":
+                    cpu_figure += f" ({median([r.database_cpu_us for r in rounds]):,.0f} db)"
+                rps_ratio = cpu_ratio = ""
+                if app == "gateway":
+                    rps_ratio = f"{ratio:.2f} ({min(paired):.2f}-{max(paired):.2f})"
+                elif app == "single":
+                    rps_ratio = f"{rps / bare_rps:.2f}"
+                if app != "bare":
+                    cpu_ratio = f"{bare_cpu / cpu:.2f}"
+                load.add(label, _app_label(app, read), f"{rps:,.0f}",
                          spread([r.rps for r in rounds]),
                          f"{median([r.p50_ms for r in rounds]):.1f} ms",
                          f"{median([r.p99_ms for r in rounds]):.1f} ms",
-                         sum(r.non2xx for r in rounds),
-                         f"{median([r.rps for r in rounds]) / bare_rps:.2f}"
-                         if app != "bare" else "")
+                         sum(r.non2xx for r in rounds), cpu_figure, rps_ratio, cpu_ratio)
             targets.add("gateway requests/s vs bare Flask + SQLAlchemy", ">= 0.6 x", label,
                         f"{ratio:.2f} x", verdict(ratio >= TARGET))
             section.notes.append(f"{label}: {read.why}; {results['audit_note']}")
@@ -113,12 +127,17 @@ def run(args: argparse.Namespace) -> Section:
         "Gateway: token check (ES256 at+jwt, verified-signature cache), revocation and client "
         "lookup (one query), purpose, agreement decision, load (one query: the subject with "
         "its collections as JSON aggregates), disclosure, marshmallow serialisation, one "
-        "audit event (+ subject rows) committed before the response (on SQLite after the "
-        "read, in a short write transaction), "
+        "audit event (+ subject rows) committed before the response, after the reads (on "
+        "SQLite in a short write transaction, on PostgreSQL as one autocommit statement), "
         f"GATEWAY_AUDIT_SEAL_IN_PROCESS={args.seal_in_process}. Bare: bench/bare_app.py, one "
         "SELECT of the subject row and one INSERT, committed.",
         "gunicorn sync workers close the connection after every response, so wrk reconnects "
         "for every request against both apps alike.",
+        "gateway / bare (req/s): the median of the per-round ratios, each gateway round "
+        "against the bare round run next to it (their range in brackets). CPU us/request: "
+        "the CPU time of the app's gunicorn workers per request served, plus on PostgreSQL "
+        "that of the database server's processes (in brackets); gateway / bare (CPU) is the "
+        "bare endpoint's CPU per request over the gateway's.",
         "SQLite only: the gateway is also run on a single worker with the same connections, "
         "to show whether a second worker helps or hurts (the target compares equal workers).",
     ]
@@ -149,6 +168,8 @@ class WrkResult:
     p99_ms: float
     non2xx: int
     requests: int
+    worker_cpu_us: float = 0.0  # the app's gunicorn workers, per request
+    database_cpu_us: float = 0.0  # PostgreSQL's server processes, per request (0: SQLite)
 
 
 @dataclass
@@ -219,6 +240,39 @@ def run_wrk(wrk: str, server: Server, paths: Sequence[str], headers: dict[str, s
                      non2xx=data["non2xx"], requests=data["requests"])
 
 
+def cpu_seconds(pids: Sequence[str]) -> float:
+    """User + system CPU time of these processes so far (from /proc; 0 for any gone)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _pids(*command: str) -> list[str]:
+    return subprocess.run(command, capture_output=True, text=True, check=False).stdout.split()
+
+
+def measured_round(wrk: str, server: Server, paths: Sequence[str], headers: dict[str, str],
+                   seconds: float, connections: int, backend: str) -> WrkResult:
+    """One wrk round, with the CPU time the app's workers (and PostgreSQL's processes) spent
+    on it per request: steadier than requests/s on a shared machine, and it shows where a
+    throughput ratio comes from."""
+    assert server.process is not None
+    workers = _pids("pgrep", "-P", str(server.process.pid))
+    database = _pids("pgrep", "-x", "postgres") if backend == "postgresql" else []
+    before = cpu_seconds(workers), cpu_seconds(database)
+    result = run_wrk(wrk, server, paths, headers, seconds, connections)
+    after = cpu_seconds(workers), cpu_seconds(database)
+    result.worker_cpu_us = (after[0] - before[0]) / result.requests * 1e6
+    if database:
+        result.database_cpu_us = (after[1] - before[1]) / result.requests * 1e6
+    return result
+
+
 def _check(server: Server, path: str, headers: dict[str, str]) -> None:
     request = urllib.request.Request(server.base + path, headers=headers)
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -256,8 +310,8 @@ def _load(world: World, read: Read, wrk: str, args: argparse.Namespace, connecti
             order = ("gateway", "bare") if round_no % 2 == 0 else ("bare", "gateway")
             for name in order:
                 paths, hdrs = requests[name]
-                results[name].append(run_wrk(wrk, servers[name], paths, hdrs, args.duration,
-                                             connections))
+                results[name].append(measured_round(wrk, servers[name], paths, hdrs,
+                                                    args.duration, connections, world.backend))
                 time.sleep(1.0)  # let the gateway's sealer catch up before the next round
         if world.backend == "sqlite" and args.workers > 1:
             # Does the gateway scale with workers on SQLite? The same load on one worker.
@@ -270,7 +324,8 @@ def _load(world: World, read: Read, wrk: str, args: argparse.Namespace, connecti
             single.start()
             paths, hdrs = requests["gateway"]
             run_wrk(wrk, single, paths, hdrs, 1, connections)  # warm-up
-            results["single"] = [run_wrk(wrk, single, paths, hdrs, args.duration, connections)
+            results["single"] = [measured_round(wrk, single, paths, hdrs, args.duration,
+                                                connections, world.backend)
                                  for _ in range(3)]
     finally:
         for server in servers.values():
