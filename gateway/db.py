@@ -87,7 +87,6 @@ def _insert_ignoring_duplicates(dialect: str, table: sa.Table) -> sa.Insert:
     return module.insert(table).on_conflict_do_nothing()
 
 
-SQLITE_MMAP_BYTES = 256 * 1024 * 1024
 SQLITE_LOCK_WAIT_SECONDS = 30.0
 
 
@@ -102,10 +101,6 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            # Read the database file through a memory map, not a read() per page: every
-            # worker's page cache is invalidated by the others' (audit) writes, so each
-            # request reads its pages afresh; mapped, they come from the shared OS cache.
-            cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
             cursor.close()
 
         sa.event.listen(engine, "begin", _begin_unless_reading(_begin_immediate))
