@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask, Response, g
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway import access
 from gateway.agreement_store import AgreementStore
@@ -49,6 +50,10 @@ def create_app(config: Config | None = None) -> Flask:
     config = config or Config.from_env()
     app = Flask(__name__, instance_path=str(config.instance_path))
     app.config.update(GATEWAY=config, MAX_CONTENT_LENGTH=config.max_body_bytes)
+    if config.trusted_proxies:
+        # The client's address (per-address rate limits) from the proxies' X-Forwarded-For.
+        hops = config.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     config.instance_path.mkdir(parents=True, exist_ok=True)
 
     keys = load_keys(config.key_dir, production=config.production)

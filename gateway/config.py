@@ -32,6 +32,9 @@ class Config:
     audience: str = "iom-gateway"
     token_lifetime_seconds: int = 600
     max_body_bytes: int = 1_000_000
+    # Reverse proxies in front of the gateway that set X-Forwarded-For: their number, exactly.
+    # 0 trusts none (the socket peer is the client); too many would let clients pick an address.
+    trusted_proxies: int = 0
     audit_origin: str = "iom-gateway.local/audit"
     audit_seal_in_process: bool = True
     audit_seal_interval_seconds: float = 1.0
@@ -69,6 +72,7 @@ class Config:
             audience=os.environ.get("GATEWAY_AUDIENCE", "iom-gateway"),
             token_lifetime_seconds=_int("GATEWAY_TOKEN_LIFETIME", 600),
             max_body_bytes=_int("GATEWAY_MAX_BODY_BYTES", 1_000_000),
+            trusted_proxies=_int("GATEWAY_TRUSTED_PROXIES", 0),
             audit_seal_in_process=os.environ.get("GATEWAY_AUDIT_SEAL_IN_PROCESS", "1") == "1",
             audit_seal_interval_seconds=_float("GATEWAY_AUDIT_SEAL_INTERVAL", 1.0),
             audit_checkpoint_every_events=_int("GATEWAY_AUDIT_CHECKPOINT_EVENTS", 1000),

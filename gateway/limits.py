@@ -183,8 +183,8 @@ def _caller_key() -> str:
 
 
 def _address_key() -> str:
-    # The socket peer. Behind a proxy, configure werkzeug's ProxyFix with the exact number of
-    # trusted hops, or every client shares the proxy's address.
+    # The socket peer, or behind GATEWAY_TRUSTED_PROXIES proxies the address they forwarded
+    # (werkzeug's ProxyFix); without that setting every client would share the proxy's.
     return f"addr:{request.remote_addr or 'unknown'}"
 
 
