@@ -157,7 +157,7 @@ def _begin_immediate(conn: sa.Connection) -> None:
     or more for a lock long since free. Here the wait starts at 20 us and doubles up to 1 ms,
     for the same SQLITE_LOCK_WAIT_SECONDS in all."""
     driver = conn.connection.dbapi_connection
-    driver.execute("PRAGMA busy_timeout = 0")  # fail at once; statements the loop sends
+    driver.execute("PRAGMA busy_timeout = 0")  # a held lock fails BEGIN at once; we wait
     try:
         pause, deadline = 20e-6, time.monotonic() + SQLITE_LOCK_WAIT_SECONDS
         while True:
