@@ -17,6 +17,8 @@ from gateway.services.registry import audit_admin
 from policies.pseudonyms import Keyring, pseudonym_domain, rotation_map
 
 PREFIX = "psn"
+# Pseudonyms this request resolved from the index: already there, so not written again.
+RESOLVED = "gateway_resolved_pseudonyms"
 
 
 _keyrings: dict[tuple[int, ...], Keyring] = {}
@@ -39,16 +41,25 @@ def pseudonyms_for(
     """The recipient's pseudonym for each subject, recorded in the index for inbound lookups."""
     domain = pseudonym_domain(agreement_id, agency)
     found = {sid: ring.pseudonym(domain, sid) for sid in subject_ids}
-    if found:
+    resolved = session.info.get(RESOLVED, ())
+    rows = [
+        {"pseudonym": p, "domain": domain, "key_version": ring.current, "subject_id": sid}
+        for sid, p in found.items()
+        if p not in resolved
+    ]
+    if rows:
         write_after_read(
-            session,
-            insert_ignoring_duplicates(session, PseudonymIndex.__table__),
-            [
-                {"pseudonym": p, "domain": domain, "key_version": ring.current, "subject_id": sid}
-                for sid, p in found.items()
-            ],
+            session, insert_ignoring_duplicates(session, PseudonymIndex.__table__), rows
         )
     return found
+
+
+# One statement: the index entry with its key version's standing.
+_RESOLUTION = (
+    sa.select(PseudonymIndex.subject_id, PseudonymIndex.domain, PseudonymKeyVersion.superseded_at)
+    .outerjoin(PseudonymKeyVersion, PseudonymKeyVersion.version == PseudonymIndex.key_version)
+    .where(PseudonymIndex.pseudonym == sa.bindparam("pseudonym"))
+)
 
 
 def resolve_pseudonym(
@@ -58,20 +69,17 @@ def resolve_pseudonym(
 
     A pseudonym of a superseded key version still resolves until the grace period ends.
     """
-    row = session.scalar(sa.select(PseudonymIndex).where(PseudonymIndex.pseudonym == pseudonym))
+    row = session.connection().execute(_RESOLUTION, {"pseudonym": pseudonym}).first()
     if row is None:
         return None
-    agreement_id, _, recipient = row.domain.rpartition("/")
+    subject_id, domain, superseded_at = row
+    agreement_id, _, recipient = domain.rpartition("/")
     if recipient != agency:
         return None
-    version = session.get(PseudonymKeyVersion, row.key_version)
-    if (
-        version is not None
-        and version.superseded_at is not None
-        and now - version.superseded_at > grace
-    ):
+    if superseded_at is not None and now - superseded_at > grace:
         return None
-    return row.subject_id, agreement_id
+    session.info.setdefault(RESOLVED, set()).add(pseudonym)
+    return subject_id, agreement_id
 
 
 def rotate_pseudonym_key(session: Session, keys: KeyStore) -> int:

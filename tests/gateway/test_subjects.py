@@ -236,6 +236,30 @@ def test_pseudonyms_resolve_for_their_recipient_only_and_are_unlinkable(
     assert not {r["ref"] for r in housing} & {r["ref"] for r in mentor}
 
 
+def test_a_read_by_pseudonym_does_not_index_it_again(api, app, pseudonymised_agreement):
+    """Handing a pseudonym out indexes it; reading the person by it again writes nothing
+    but the audit event (the index row is the one it was resolved from)."""
+    engine = app.extensions["gateway.db"].engine
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(" ".join(statement.split()[:3]).lower())
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        listed = items(
+            api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral")
+        )
+        assert "insert into pseudonym_index" in statements  # handed out: indexed
+        statements.clear()
+        ref = listed[0]["ref"]
+        again = api("VSP-HOUSING", "get", f"/api/v1/subjects/{ref}", purpose="pre-cj-referral")
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert again.status_code == 200 and again.get_json()["ref"] == ref
+    assert "insert into pseudonym_index" not in statements, statements
+
+
 def test_pseudonymised_recipient_cannot_use_internal_ids(api, db, pseudonymised_agreement):
     subject_id = db.scalar(sa.select(Subject.id).where(Subject.area_code == "BIR").limit(1))
     assert (
