@@ -144,7 +144,8 @@ def run(args: argparse.Namespace) -> Section:
     in_process.notes.append(
         "The pseudonymised read loads bench/agreements/bench-area-profile.yaml (providers may "
         "read Birmingham subjects pseudonymised) into the world after the load test; each such "
-        "read also upserts its pseudonym into pseudonym_index. The endpoints take turns by "
+        "read resolves its pseudonym in pseudonym_index (indexed when it was handed out) and "
+        "writes no index row. The endpoints take turns by "
         "blocks of 100, not request by request: on SQLite every switch between the two apps' "
         "connections would throw away each connection's page cache.")
     return section
