@@ -153,8 +153,11 @@ def run(args: argparse.Namespace) -> Section:
     section.tables += [*stages, access]
     latency.notes.append(
         "\"without\" replaces gateway.access.record_event with a no-op for that phase only; "
-        "the event is still built (build_event) and the transaction still commits, so the "
-        "ratio is the cost of encoding and inserting the event and its subject rows. Each "
+        "the event is still built (build_event) and the session still commits, so the "
+        "ratio is the cost of encoding, inserting and durably committing the event and its "
+        "subject rows: a read runs outside a transaction until its audit write, so without "
+        "one it writes nothing (on SQLite it still takes the write lock for an empty "
+        "transaction; on PostgreSQL it opens none and flushes no WAL). Each "
         "round's figure is the median of its requests' latencies; with and without alternate "
         "request by request, so bursts of load from other jobs on the machine hit both.")
     sealing.notes.append(
