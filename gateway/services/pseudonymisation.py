@@ -17,7 +17,7 @@ from gateway.services.registry import audit_admin
 from policies.pseudonyms import Keyring, pseudonym_domain, rotation_map
 
 PREFIX = "psn"
-# Pseudonyms this request resolved from the index: already there, so not written again.
+# Pseudonyms this request resolved from the index: known to be there without looking.
 RESOLVED = "gateway_resolved_pseudonyms"
 
 
@@ -38,20 +38,33 @@ def keyring(keys: KeyStore) -> Keyring:
 def pseudonyms_for(
     session: Session, ring: Keyring, agreement_id: str, agency: str, subject_ids: list[str]
 ) -> dict[str, str]:
-    """The recipient's pseudonym for each subject, recorded in the index for inbound lookups."""
+    """The recipient's pseudonym for each subject, recorded in the index for inbound lookups.
+
+    Only new ones are written: a pseudonym is derived afresh on every disclosure, but once
+    indexed it stays, and a write (with its transaction, and on SQLite the write lock) costs a
+    read request more than looking first."""
     domain = pseudonym_domain(agreement_id, agency)
     found = {sid: ring.pseudonym(domain, sid) for sid in subject_ids}
-    resolved = session.info.get(RESOLVED, ())
-    rows = [
-        {"pseudonym": p, "domain": domain, "key_version": ring.current, "subject_id": sid}
-        for sid, p in found.items()
-        if p not in resolved
-    ]
-    if rows:
+    unseen = set(found.values()) - session.info.get(RESOLVED, set())
+    if unseen:
+        unseen -= set(
+            session.connection().execute(_INDEXED_AMONG, {"pseudonyms": list(unseen)}).scalars()
+        )
+    if unseen:
+        rows = [
+            {"pseudonym": p, "domain": domain, "key_version": ring.current, "subject_id": sid}
+            for sid, p in found.items()
+            if p in unseen
+        ]
         write_after_read(
             session, insert_ignoring_duplicates(session, PseudonymIndex.__table__), rows
         )
     return found
+
+
+_INDEXED_AMONG = sa.select(PseudonymIndex.pseudonym).where(
+    PseudonymIndex.pseudonym.in_(sa.bindparam("pseudonyms", expanding=True))
+)
 
 
 # One statement: the index entry with its key version's standing.

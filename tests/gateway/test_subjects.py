@@ -236,9 +236,9 @@ def test_pseudonyms_resolve_for_their_recipient_only_and_are_unlinkable(
     assert not {r["ref"] for r in housing} & {r["ref"] for r in mentor}
 
 
-def test_a_read_by_pseudonym_does_not_index_it_again(api, app, pseudonymised_agreement):
-    """Handing a pseudonym out indexes it; reading the person by it again writes nothing
-    but the audit event (the index row is the one it was resolved from)."""
+def test_pseudonyms_are_indexed_once(api, app, pseudonymised_agreement):
+    """Handing a pseudonym out indexes it; reading the person by it, or listing them again,
+    writes no index row (only the audit event)."""
     engine = app.extensions["gateway.db"].engine
     statements: list[str] = []
 
@@ -254,9 +254,13 @@ def test_a_read_by_pseudonym_does_not_index_it_again(api, app, pseudonymised_agr
         statements.clear()
         ref = listed[0]["ref"]
         again = api("VSP-HOUSING", "get", f"/api/v1/subjects/{ref}", purpose="pre-cj-referral")
+        relisted = items(
+            api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral")
+        )
     finally:
         sa.event.remove(engine, "before_cursor_execute", record)
     assert again.status_code == 200 and again.get_json()["ref"] == ref
+    assert [r["ref"] for r in relisted] == [r["ref"] for r in listed]
     assert "insert into pseudonym_index" not in statements, statements
 
 
