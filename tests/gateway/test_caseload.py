@@ -148,6 +148,17 @@ def as_record(db, case: Management, **changes) -> dict:
     }
 
 
+def record_for(db, person: Subject, local_id: str, **changes) -> dict:
+    """A new case in another agency's system for a person the gateway knows, matched on PNC."""
+    return record(
+        local_id,
+        identifiers={"pnc": identifiers(db, person.id)["pnc"]},
+        date_of_birth=person.date_of_birth.isoformat(),
+        area=person.area_code,
+        **changes,
+    )
+
+
 def managed_only_by(db, code: str) -> Management:
     """An open case of `code` for a person no other agency manages."""
     for case in open_cases(db, code):
@@ -555,11 +566,10 @@ def test_a_police_flag_appears_in_the_crcs_change_feed(api, db):
     new_flag = next(c for c in ("GANG", "HCCU", "PPO", "SAC", "DA") if c not in held)
     start = feed_end(api, "CRC")
     start_iom = feed_end(api, "CRC", purpose="iom-case-management")
-    police_case = record(
+    police_case = record_for(
+        db,
+        person,
         "IOM-T-1",
-        identifiers={"pnc": identifiers(db, person.id)["pnc"]},
-        date_of_birth=person.date_of_birth.isoformat(),
-        area=person.area_code,
         statutory=False,
         cohorts=[new_flag],
         risk={"reoffending_score": 88, "assessed_on": TODAY.isoformat()},
@@ -592,14 +602,7 @@ def test_nothing_from_outside_the_callers_caseload_appears_in_its_feed(api, db):
     nps_case = managed_only_by(db, "NPS")
     person = db.get(Subject, nps_case.subject_id)
     crc_start, nps_start = feed_end(api, "CRC"), feed_end(api, "NPS")
-    flag = record(
-        "IOM-T-2",
-        identifiers={"pnc": identifiers(db, person.id)["pnc"]},
-        date_of_birth=person.date_of_birth.isoformat(),
-        area=person.area_code,
-        statutory=False,
-        cohorts=["GANG", "PPO"],
-    )
+    flag = record_for(db, person, "IOM-T-2", statutory=False, cohorts=["GANG", "PPO"])
     assert sync(api, "WMP", [flag]).get_json()["results"][0]["subject_ref"] == person.id
     assert [i["kind"] for i in feed_since(api, "NPS", nps_start)] == ["caseload.subject_updated"]
     crc_items = feed_since(api, "CRC", crc_start)
@@ -628,14 +631,7 @@ def test_feed_refuses_other_purposes_and_forged_cursors(api):
 def test_a_snapshot_ending_a_shared_case_tells_the_other_manager(api, db):
     person = db.get(Subject, managed_only_by(db, "CRC").subject_id)
     wmp_start = feed_end(api, "WMP")
-    police = record(
-        "IOM-T-3",
-        identifiers={"pnc": identifiers(db, person.id)["pnc"]},
-        date_of_birth=person.date_of_birth.isoformat(),
-        area=person.area_code,
-        statutory=False,
-        cohorts=[],
-    )
+    police = record_for(db, person, "IOM-T-3", statutory=False, cohorts=[])
     sync(api, "WMP", [police])
     everyone = [as_record(db, c) for c in open_cases(db, "CRC")]
     crc_case = next(c for c in open_cases(db, "CRC") if c.subject_id == person.id)
@@ -863,13 +859,7 @@ def _refer_and_record_outcome(api, subject_id: str, outcome_type: str) -> tuple[
 def test_a_referral_outcome_appears_in_the_managing_crcs_caseload_feed(api, db):
     person = next(s for s in _ppo_members(db) if not _managed_by(db, s, "CRC"))
     # the CRC takes the person on: its sync links the case to them on their PNC
-    taken_on = record(
-        "CRC-T-OUT",
-        identifiers={"pnc": identifiers(db, person)["pnc"]},
-        date_of_birth=db.get(Subject, person).date_of_birth.isoformat(),
-        area=db.get(Subject, person).area_code,
-        cohorts=[],
-    )
+    taken_on = record_for(db, db.get(Subject, person), "CRC-T-OUT", cohorts=[])
     assert sync(api, "CRC", [taken_on]).get_json()["results"][0]["subject_ref"] == person
     start = feed_end(api, "CRC", purpose="iom-case-management")
     start_sync = feed_end(api, "CRC")
@@ -921,14 +911,7 @@ def test_a_flag_the_agency_no_longer_lists_is_ended_and_others_flags_stay(api, d
     police = next(c for c in ("GANG", "HCCU", "PPO", "DA") if c not in before)
     mine = next(c for c in ("GANG", "HCCU", "PPO", "DA") if c not in before | {police})
     crc, wmp = agency_id(db, "CRC"), agency_id(db, "WMP")
-    police_case = record(
-        "IOM-T-FLAG",
-        identifiers={"pnc": identifiers(db, person.id)["pnc"]},
-        date_of_birth=person.date_of_birth.isoformat(),
-        area=person.area_code,
-        statutory=False,
-        cohorts=[police],
-    )
+    police_case = record_for(db, person, "IOM-T-FLAG", statutory=False, cohorts=[police])
     assert sync(api, "WMP", [police_case]).status_code == 200
     assert sync(api, "CRC", [as_record(db, case, cohorts=[mine])]).status_code == 200
     held = _current_cohorts(db, person.id)
@@ -971,14 +954,7 @@ def test_a_flag_set_by_another_agency_is_not_ended_by_this_agencys_records(api, 
     person = db.get(Subject, case.subject_id)
     held_before = _current_cohorts(db, person.id)
     flag = next(c for c in ("GANG", "HCCU", "PPO", "DA") if c not in held_before)
-    police_case = record(
-        "IOM-T-FLAG2",
-        identifiers={"pnc": identifiers(db, person.id)["pnc"]},
-        date_of_birth=person.date_of_birth.isoformat(),
-        area=person.area_code,
-        statutory=False,
-        cohorts=[flag],
-    )
+    police_case = record_for(db, person, "IOM-T-FLAG2", statutory=False, cohorts=[flag])
     assert sync(api, "WMP", [police_case]).status_code == 200
     # the CRC lists it too (already set: nothing added), then stops listing it
     assert sync(api, "CRC", [as_record(db, case, cohorts=[flag])]).status_code == 200
