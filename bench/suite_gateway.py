@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> Section:
         "The same reads in-process, one thread, no gunicorn (Flask test client, 5 interleaved "
         "rounds x 100 requests per endpoint; median of the rounds' median latencies)",
         ["backend", "endpoint", "us/request", "round medians", "x bare",
-         "SQL statements/request"],
+         "SQL statements/request", "WAL written/request"],
     )
     section.tables += [targets, load, in_process]
     for backend in backends:
@@ -380,6 +380,7 @@ def _in_process(world: World, identified: Read, label: str, table: Table) -> Non
             candidates[f"gateway, {read.agency} {read.level} ({read.purpose})"] = (
                 world.app.test_client(), read.paths(), headers, engine)
     statements: dict[str, float] = {}
+    wal: dict[str, str] = {}
     for name, (client, paths, headers, db) in candidates.items():
         get_many(client, paths, headers, 100)  # warm-up
         counter = _StatementCounter()
@@ -389,6 +390,10 @@ def _in_process(world: World, identified: Read, label: str, table: Table) -> Non
         finally:
             sa.event.remove(db, "before_cursor_execute", counter)
         statements[name] = counter.count / 100
+        # 50 requests: SQLite checkpoints (and starts the log over) at 1,000 pages
+        with _WalMeter(db) as meter:
+            get_many(client, paths, headers, 50)
+        wal[name] = meter.per_request(50)
     timings: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(5):
         for name, (client, paths, headers, _db) in candidates.items():
@@ -397,10 +402,48 @@ def _in_process(world: World, identified: Read, label: str, table: Table) -> Non
     for name in candidates:
         value = median(timings[name])
         table.add(label, name, f"{value:,.0f}", spread(timings[name]), f"{value / base:.2f}",
-                  f"{statements[name]:.1f}")
+                  f"{statements[name]:.1f}", wal[name])
     if pseudonymised.level != "pseudonymised":
-        table.add(label, "gateway pseudonymised: no grant allows one", "-", "-", "-", "-")
+        table.add(label, "gateway pseudonymised: no grant allows one", "-", "-", "-", "-", "-")
     bare.extensions["bench.engine"].dispose()
+
+
+class _WalMeter:
+    """What the requests wrote to the write-ahead log: on SQLite in pages (a commit writes
+    each page it changed, so this counts the tables and indexes a request touches), on
+    PostgreSQL in bytes. Deterministic, unlike time on a shared machine."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.written = 0.0
+
+    def _connect(self) -> sa.Connection:
+        # Autocommit: a checkpoint cannot run inside the transaction the begin event opens.
+        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+    def _position(self) -> float:
+        with self._connect() as conn:
+            if self.engine.dialect.name == "postgresql":
+                return float(conn.exec_driver_sql("SELECT pg_current_wal_lsn() - '0/0'").scalar())
+            database = conn.exec_driver_sql("PRAGMA database_list").first()[2]
+        wal = Path(database + "-wal")
+        return wal.stat().st_size if wal.exists() else 0.0
+
+    def __enter__(self) -> _WalMeter:
+        if self.engine.dialect.name == "sqlite":
+            with self._connect() as conn:  # start from an empty log
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.start = self._position()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.written = self._position() - self.start
+
+    def per_request(self, requests: int) -> str:
+        if self.engine.dialect.name == "postgresql":
+            return f"{self.written / requests / 1024:.1f} KiB"
+        frame = 4096 + 24  # page + frame header; the log's own 32-byte header aside
+        return f"{max(self.written - 32, 0) / frame / requests:.1f} pages"
 
 
 class _StatementCounter:
