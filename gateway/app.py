@@ -24,7 +24,6 @@ from gateway.api import (
 )
 from gateway.config import Config
 from gateway.db import Database
-from gateway.json_provider import OrjsonProvider
 from gateway.keys import load_keys
 from gateway.limits import init_rate_limits
 from gateway.oauth import OAuth
@@ -50,7 +49,6 @@ DOCS_CSP = (
 def create_app(config: Config | None = None) -> Flask:
     config = config or Config.from_env()
     app = Flask(__name__, instance_path=str(config.instance_path))
-    app.json = OrjsonProvider(app)
     app.config.update(GATEWAY=config, MAX_CONTENT_LENGTH=config.max_body_bytes)
     if config.trusted_proxies:
         # The client's address (per-address rate limits) from the proxies' X-Forwarded-For.
