@@ -416,6 +416,7 @@ class _WalMeter:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.written = 0.0
+        self.page_size = 0
 
     def _connect(self) -> sa.Connection:
         # Autocommit: a checkpoint cannot run inside the transaction the begin event opens.
@@ -432,7 +433,10 @@ class _WalMeter:
     def __enter__(self) -> _WalMeter:
         if self.engine.dialect.name == "sqlite":
             with self._connect() as conn:  # start from an empty log
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                busy, _, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+                self.page_size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+            if busy:
+                raise RuntimeError("the SQLite log could not be emptied: a reader is active")
         self.start = self._position()
         return self
 
@@ -442,7 +446,7 @@ class _WalMeter:
     def per_request(self, requests: int) -> str:
         if self.engine.dialect.name == "postgresql":
             return f"{self.written / requests / 1024:.1f} KiB"
-        frame = 4096 + 24  # page + frame header; the log's own 32-byte header aside
+        frame = self.page_size + 24  # page + frame header; the log's own 32-byte header aside
         return f"{max(self.written - 32, 0) / frame / requests:.1f} pages"
 
 
