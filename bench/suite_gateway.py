@@ -40,6 +40,7 @@ from bench.common import (
 )
 from bench.profile import profile_tables
 from bench.world import Read, World, choose_read, demo_world, get_each, get_many
+from tests.sql import statements_sent
 
 TARGET = 0.6  # gateway >= 0.6 x bare requests/s
 LUA = BENCH_DIR / "wrk_read.lua"
@@ -383,13 +384,9 @@ def _in_process(world: World, identified: Read, label: str, table: Table) -> Non
     wal: dict[str, str] = {}
     for name, (client, paths, headers, db) in candidates.items():
         get_many(client, paths, headers, 100)  # warm-up
-        counter = _StatementCounter()
-        sa.event.listen(db, "before_cursor_execute", counter)
-        try:
+        with statements_sent(db) as sent:
             get_many(client, paths, headers, 100)
-        finally:
-            sa.event.remove(db, "before_cursor_execute", counter)
-        statements[name] = counter.count / 100
+        statements[name] = len(sent) / 100
         # 50 requests: SQLite checkpoints (and starts the log over) at 1,000 pages
         with _WalMeter(db) as meter:
             get_many(client, paths, headers, 50)
@@ -449,10 +446,3 @@ class _WalMeter:
         frame = self.page_size + 24  # page + frame header; the log's own 32-byte header aside
         return f"{max(self.written - 32, 0) / frame / requests:.1f} pages"
 
-
-class _StatementCounter:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, *args: object) -> None:
-        self.count += 1

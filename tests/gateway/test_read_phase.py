@@ -20,6 +20,7 @@ from gateway.db import (
     write_after_read,
 )
 from gateway.models import PseudonymIndex, Subject
+from tests.sql import statements_sent
 
 
 def begin_statement(engine) -> str:  # type: ignore[no-untyped-def]
@@ -41,21 +42,13 @@ def real(world):  # type: ignore[no-untyped-def]
         .get_json()["access_token"]
     )
     engine = app.extensions["gateway.db"].engine
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
-        statements.append(" ".join(statement.split()[:2]).upper())
-
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(engine) as statements:
         yield (
             app,
             engine,
             {"Authorization": f"Bearer {token}", "X-Purpose": "iom-case-management"},
             statements,
         )
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
 
 
 def logged(engine, request_id: str) -> list[int]:  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from gateway.agreement_store import load_agreement_files
 from gateway.models import PseudonymKeyVersion, Subject, SubjectIdentifier
 from gateway.services.pseudonymisation import rotate_pseudonym_key
+from tests.sql import statements_sent
 
 CASE = "iom-case-management"
 UUID = re.compile(r"^[0-9a-f-]{36}$")
@@ -239,29 +240,20 @@ def test_pseudonyms_resolve_for_their_recipient_only_and_are_unlinkable(
 def test_pseudonyms_are_indexed_once(api, app, pseudonymised_agreement):
     """Handing a pseudonym out indexes it; reading the person by it, or listing them again,
     writes no index row (only the audit event)."""
-    engine = app.extensions["gateway.db"].engine
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
-        statements.append(" ".join(statement.split()[:3]).lower())
-
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(app.extensions["gateway.db"].engine, words=3) as statements:
         listed = items(
             api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral")
         )
-        assert "insert into pseudonym_index" in statements  # handed out: indexed
+        assert "INSERT INTO PSEUDONYM_INDEX" in statements  # handed out: indexed
         statements.clear()
         ref = listed[0]["ref"]
         again = api("VSP-HOUSING", "get", f"/api/v1/subjects/{ref}", purpose="pre-cj-referral")
         relisted = items(
             api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral")
         )
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
     assert again.status_code == 200 and again.get_json()["ref"] == ref
     assert [r["ref"] for r in relisted] == [r["ref"] for r in listed]
-    assert "insert into pseudonym_index" not in statements, statements
+    assert "INSERT INTO PSEUDONYM_INDEX" not in statements, statements
 
 
 def test_pseudonymised_recipient_cannot_use_internal_ids(api, db, pseudonymised_agreement):
