@@ -22,7 +22,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from bench import bare_app
+from bench import bare_app, floor_app
 from bench.common import (
     BACKEND_LABEL,
     BENCH_DIR,
@@ -75,12 +75,12 @@ def run(args: argparse.Namespace) -> Section:
         f"x {connections} connections, {args.rounds} rounds x {args.duration:g} s per app, "
         "interleaved (medians)",
         ["backend", "app", "requests/s", "rounds (req/s)", "p50", "p99", "non-2xx",
-         "CPU us/request", "gateway / bare (req/s)", "gateway / bare (CPU)"],
+         "CPU us/request", "x / bare (req/s)", "x / bare (CPU)"],
     )
     in_process = Table(
         "The same reads in-process, one thread, no gunicorn (Flask test client, 5 interleaved "
         "rounds x 100 requests per endpoint; median of the rounds' median latencies)",
-        ["backend", "endpoint", "us/request", "round medians", "x bare",
+        ["backend", "endpoint", "us/request", "round medians", "x bare", "bare / this",
          "SQL statements/request", "WAL written/request"],
     )
     section.tables += [targets, load, in_process]
@@ -92,12 +92,13 @@ def run(args: argparse.Namespace) -> Section:
             results = _load(world, read, wrk, args, connections, Path(tmp))
             bare_rps = median([r.rps for r in results["bare"]])
             bare_cpu = median([r.worker_cpu_us + r.database_cpu_us for r in results["bare"]])
-            # Each gateway round against the bare round next to it in time, so that the
-            # machine's drift (other tenants) hits both sides of each ratio alike.
-            pairs = zip(results["gateway"], results["bare"], strict=True)
-            paired = [gateway.rps / bare.rps for gateway, bare in pairs]
-            ratio = median(paired)
-            for app in ("gateway", "bare", "single"):
+            # Each round against the bare round next to it in time, so that the machine's
+            # drift (other tenants) hits both sides of each ratio alike.
+            paired = {app: [mine.rps / bare.rps
+                            for mine, bare in zip(results[app], results["bare"], strict=True)]
+                      for app in ("gateway", "floor")}
+            ratio = median(paired["gateway"])
+            for app in ("gateway", "floor", "bare", "single"):
                 rounds = results.get(app)
                 if not rounds:
                     continue
@@ -107,8 +108,9 @@ def run(args: argparse.Namespace) -> Section:
                 if world.backend == "postgresql":
                     cpu_figure += f" ({median([r.database_cpu_us for r in rounds]):,.0f} db)"
                 rps_ratio = cpu_ratio = ""
-                if app == "gateway":
-                    rps_ratio = f"{ratio:.2f} ({min(paired):.2f}-{max(paired):.2f})"
+                if app in paired:
+                    rps_ratio = (f"{median(paired[app]):.2f} "
+                                 f"({min(paired[app]):.2f}-{max(paired[app]):.2f})")
                 elif app == "single":
                     rps_ratio = f"{rps / bare_rps:.2f}"
                 if app != "bare":
@@ -120,6 +122,11 @@ def run(args: argparse.Namespace) -> Section:
                          sum(r.non2xx for r in rounds), cpu_figure, rps_ratio, cpu_ratio)
             targets.add("gateway requests/s vs bare Flask + SQLAlchemy", ">= 0.6 x", label,
                         f"{ratio:.2f} x", verdict(ratio >= TARGET))
+            floor = median(paired["floor"])
+            targets.add("for reference: the floor (bare + the mandated layers, no gateway "
+                        "logic) vs bare", "-", label, f"{floor:.2f} x",
+                        "the floor itself reaches 0.6 x" if floor >= TARGET else
+                        "the floor itself is below 0.6 x")
             section.notes.append(f"{label}: {read.why}; {results['audit_note']}")
             profiled = _profile(world, read, args.profile_requests, label)
             section.tables += profiled
@@ -132,13 +139,21 @@ def run(args: argparse.Namespace) -> Section:
         "SQLite in a short write transaction, on PostgreSQL as one autocommit statement), "
         f"GATEWAY_AUDIT_SEAL_IN_PROCESS={args.seal_in_process}. Bare: bench/bare_app.py, one "
         "SELECT of the subject row and one INSERT, committed.",
+        "The floor (bench/floor_app.py): the bare endpoint's read of the same row plus what "
+        "every gateway read pays whatever else it does: Flask-Limiter, the gateway's own "
+        "bearer check (authlib, ES256, and the revocation and client-standing query), "
+        "flask-smorest with a marshmallow schema, and one audit event (the gateway's "
+        "`record_event`) committed in place of the bare endpoint's row. No purpose check, "
+        "no relations, no decision, no disclosure. Its events are sealed by the gateway's "
+        "sealer threads (the three servers run side by side), whose CPU counts as the "
+        "gateway's.",
         "gunicorn sync workers close the connection after every response, so wrk reconnects "
-        "for every request against both apps alike.",
-        "gateway / bare (req/s): the median of the per-round ratios, each gateway round "
+        "for every request against every app alike.",
+        "x / bare (req/s): the median of the per-round ratios, each gateway or floor round "
         "against the bare round run next to it (their range in brackets). CPU us/request: "
         "the CPU time of the app's gunicorn workers per request served, plus on PostgreSQL "
-        "that of the database server's processes (in brackets); gateway / bare (CPU) is the "
-        "bare endpoint's CPU per request over the gateway's.",
+        "that of the database server's processes (in brackets); x / bare (CPU) is the "
+        "bare endpoint's CPU per request over this app's.",
         "SQLite only: the gateway is also run on a single worker with the same connections, "
         "to show whether a second worker helps or hurts (the target compares equal workers).",
     ]
@@ -157,6 +172,9 @@ def _app_label(app: str, read: Read) -> str:
         return "bare Flask + SQLAlchemy (read 1 row, insert 1 row)"
     if app == "single":
         return "the same gateway on 1 worker (3 rounds, after the others)"
+    if app == "floor":
+        return ("the floor: bare + Flask-Limiter, bearer token, smorest/marshmallow, "
+                "audit event instead of the bare row")
     return f"gateway GET /api/v1/subjects/{{ref}} as {read.agency} ({read.level})"
 
 
@@ -287,7 +305,7 @@ def _load(world: World, read: Read, wrk: str, args: argparse.Namespace, connecti
           tmp: Path) -> dict:
     bare_app.create_tables(world.url)
     headers = {"Authorization": f"Bearer {world.token(read.agency)}", "X-Purpose": read.purpose}
-    gateway_port, bare_port = free_port(), free_port()
+    gateway_port, bare_port, floor_port = free_port(), free_port(), free_port()
     servers = {
         "gateway": Server("gateway", gunicorn("wsgi:app", gateway_port, args.workers),
                           world.server_env(GATEWAY_AUDIT_SEAL_IN_PROCESS=args.seal_in_process),
@@ -295,12 +313,18 @@ def _load(world: World, read: Read, wrk: str, args: argparse.Namespace, connecti
         "bare": Server("bare", gunicorn("bench.bare_app:create_app()", bare_port, args.workers),
                        {**os.environ, "BENCH_DATABASE_URL": world.url, "PYTHONPATH": str(ROOT)},
                        bare_port, tmp / "bare.log"),
+        "floor": Server("floor", gunicorn("bench.floor_app:create_app()", floor_port,
+                                          args.workers),
+                        world.server_env(BENCH_DATABASE_URL=world.url), floor_port,
+                        tmp / "floor.log"),
     }
+    bare_paths = [f"/subjects/{s}" for s in read.subject_ids]
     requests = {
         "gateway": (read.paths("/api/v1/subjects/"), headers),
-        "bare": ([f"/subjects/{s}" for s in read.subject_ids], {}),
+        "bare": (bare_paths, {}),
+        "floor": (bare_paths, headers),
     }
-    results: dict = {"gateway": [], "bare": []}
+    results: dict = {"gateway": [], "bare": [], "floor": []}
     try:
         for server in servers.values():
             server.start()
@@ -309,7 +333,9 @@ def _load(world: World, read: Read, wrk: str, args: argparse.Namespace, connecti
             _check(server, paths[0], hdrs)
             run_wrk(wrk, server, paths, hdrs, 2, connections)  # warm-up
         for round_no in range(args.rounds):
-            order = ("gateway", "bare") if round_no % 2 == 0 else ("bare", "gateway")
+            # The bare rounds in the middle: each other round has one beside it to pair with.
+            order = ("gateway", "bare", "floor") if round_no % 2 == 0 else (
+                "floor", "bare", "gateway")
             for name in order:
                 paths, hdrs = requests[name]
                 results[name].append(measured_round(wrk, servers[name], paths, hdrs,
@@ -363,8 +389,9 @@ def _profile(world: World, read: Read, requests: int, label: str) -> list[Table]
 
 
 def _in_process(world: World, identified: Read, label: str, table: Table) -> None:
-    """Single-threaded cost per request, without gunicorn or lock contention: bare, gateway
-    identified and (under the bench-only agreement) gateway pseudonymised, interleaved."""
+    """Single-threaded cost per request, without gunicorn or lock contention: bare, the floor
+    built up a layer at a time, gateway identified and (under the bench-only agreement)
+    gateway pseudonymised, interleaved."""
     world.load_agreements([EXTRA_AGREEMENT])
     pseudonymised = choose_read(world)
     bare = bare_app.create_app(world.url)
@@ -373,6 +400,15 @@ def _in_process(world: World, identified: Read, label: str, table: Table) -> Non
                                     [f"/subjects/{s}" for s in identified.subject_ids], {},
                                     bare.extensions["bench.engine"]),
     }
+    headers = {"Authorization": f"Bearer {world.token(identified.agency)}",
+               "X-Purpose": identified.purpose}
+    floors = [floor_app.create_app(world.url, floor_app.LAYERS[:n], world.app.config["GATEWAY"])
+              for n in range(1, len(floor_app.LAYERS) + 1)]
+    for floor in floors:
+        layers = floor.extensions["bench.floor_layers"]
+        name = "bare + " + ", ".join(layers) + (" (the floor)" if floor is floors[-1] else "")
+        candidates[name] = (floor.test_client(), candidates["bare Flask + SQLAlchemy"][1],
+                            headers, floor.extensions["bench.engine"])
     engine = world.app.extensions["gateway.db"].engine
     for read in (identified, pseudonymised):
         if read.level == "pseudonymised" or read is identified:
@@ -399,10 +435,11 @@ def _in_process(world: World, identified: Read, label: str, table: Table) -> Non
     for name in candidates:
         value = median(timings[name])
         table.add(label, name, f"{value:,.0f}", spread(timings[name]), f"{value / base:.2f}",
-                  f"{statements[name]:.1f}", wal[name])
+                  f"{base / value:.2f}", f"{statements[name]:.1f}", wal[name])
     if pseudonymised.level != "pseudonymised":
-        table.add(label, "gateway pseudonymised: no grant allows one", "-", "-", "-", "-", "-")
-    bare.extensions["bench.engine"].dispose()
+        table.add(label, "gateway pseudonymised: no grant allows one", *["-"] * 6)
+    for app in (bare, *floors):
+        app.extensions["bench.engine"].dispose()
 
 
 class _WalMeter:
