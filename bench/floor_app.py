@@ -37,7 +37,7 @@ from audit.events import AuditEvent, EventKind
 from audit.record import record_event
 from bench.bare_app import hits, subjects
 from gateway.config import Config
-from gateway.db import Database
+from gateway.db import Database, begin_read_phase, end_read_phase
 from gateway.keys import load_keys
 from gateway.limits import WorkerMemoryStorage
 from gateway.oauth import OAuth
@@ -81,29 +81,33 @@ def create_app(url: str | None = None, layers: Sequence[str] = LAYERS,
         oauth = OAuth(app, load_keys(config.key_dir, production=False))
 
     def read(subject_id: str) -> dict:
-        session = database.session
-        with session.begin():
-            try:
-                caller = oauth.authenticate() if oauth is not None else None
-            except OAuth2Error:
-                abort(401)
-            row = session.execute(
-                sa.select(subjects).where(subjects.c.id == subject_id)
-            ).mappings().first()
-            if row is None:
-                abort(404)
-            if "audit" in layers:
-                record_event(session, AuditEvent(
-                    kind=EventKind.API_ACCESS, time=datetime.now(UTC), decision="permit",
-                    request_id=uuid.uuid4().hex,
-                    client_id=caller.client_id if caller else None,
-                    agency=caller.agency_code if caller else None,
-                    purpose=request.headers.get("X-Purpose"), method="GET",
-                    route="/subjects/<subject_id>", action="read", resource_type="subject",
-                    subject_ids=(subject_id,), status=200,
-                ))
-            else:
-                session.execute(hits.insert().values(subject_id=subject_id, at=datetime.now(UTC)))
+        # As the gateway reads: the reads outside a transaction, then a short one for the
+        # write (`gateway.db.begin_read_phase`), so SQLite's write lock is held only for it.
+        session = database.session()
+        begin_read_phase(session)
+        try:
+            caller = oauth.authenticate() if oauth is not None else None
+        except OAuth2Error:
+            abort(401)
+        row = session.connection().execute(
+            sa.select(subjects).where(subjects.c.id == subject_id)
+        ).mappings().first()
+        if row is None:
+            abort(404)
+        end_read_phase(session, keep_writes=True)
+        if "audit" in layers:
+            record_event(session, AuditEvent(
+                kind=EventKind.API_ACCESS, time=datetime.now(UTC), decision="permit",
+                request_id=uuid.uuid4().hex,
+                client_id=caller.client_id if caller else None,
+                agency=caller.agency_code if caller else None,
+                purpose=request.headers.get("X-Purpose"), method="GET",
+                route="/subjects/<subject_id>", action="read", resource_type="subject",
+                subject_ids=(subject_id,), status=200,
+            ))
+        else:
+            session.execute(hits.insert().values(subject_id=subject_id, at=datetime.now(UTC)))
+        session.commit()
         return dict(row)
 
     if "schema" in layers:
