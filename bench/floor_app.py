@@ -2,7 +2,7 @@
 must pay whatever the gateway does, and nothing of the gateway's own logic.
 
     GET /subjects/<id>  the bare endpoint's read of one subject row, with, layer by layer:
-      rate limit   Flask-Limiter, one limit per caller, in the gateway's per-worker storage
+      rate limit   Flask-Limiter, one limit by address, in the gateway's per-worker storage
       token        the gateway's own bearer check (`gateway.oauth.OAuth.authenticate`: an
                    ES256 at+jwt through authlib, and the revocation and client-standing
                    query every request makes)
