@@ -79,53 +79,90 @@ def _sorted_compact_stdlib(value: dict[str, Any]) -> bytes:
     return text.encode("utf-8")
 
 
+def _refuse_float(text: str) -> Any:
+    raise ValueError(f"float {text} has no canonical form")
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON, and an encoder may write them back as null: an edited
+    # event would then hash like the signed one.
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise ValueError("an object repeats a key")
+    return value
+
+
+# Refuses a repeated key too, which a parser reads as its last value and another reader
+# as its first: what was verified would not be what the auditor reads.
+_STRICT_DECODER = json.JSONDecoder(
+    parse_float=_refuse_float, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys
+)
+_parse_fast = _STRICT_DECODER.decode
+
 try:  # optional accelerator: same bytes, several times faster; the stdlib path is the spec
     import orjson
 
     def _sorted_compact(value: dict[str, Any]) -> bytes:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+    # Never changes what is accepted: a line it parses differently from the strict decoder
+    # (a float, a repeated key) is not as `write_export` wrote it, so `entry_leaf` parses it
+    # again strictly; and a line it refuses is parsed strictly before it is called invalid.
+    _parse_fast = orjson.loads
 except ImportError:  # pragma: no cover - exercised by the stdlib-only test
     _sorted_compact = _sorted_compact_stdlib
 
 
-def _refuse_float(text: str) -> Any:
-    raise ValueError(f"float {text} has no canonical form")
-
-
-_DECODER = json.JSONDecoder(parse_float=_refuse_float)
-
-
-def _entries(lines: Iterator[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    # One decoder for every line: `json.loads` given a keyword builds a new one per call.
+def _entries(lines: Iterator[str]) -> Iterator[tuple[int, dict[str, Any], str]]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            entry = _DECODER.decode(line)
+            try:
+                entry = _parse_fast(line)
+            except ValueError:
+                entry = _STRICT_DECODER.decode(line)  # the exact problem, or it is fine
             if not isinstance(entry, dict) or type(entry.get("seq")) is not int:
                 raise ValueError("no integer seq")
         except ValueError as exc:
             raise Invalid(f"export line {number} is not a valid entry: {exc}") from None
-        yield number, entry
+        yield number, entry, line
 
 
-def entry_leaf(entry: dict[str, Any]) -> bytes:
+def entry_leaf(entry: dict[str, Any], line: str | None = None) -> bytes:
     """Recompute an entry's leaf hash from its event and check it against the stated one.
 
-    Fast path: for float-free values (floats are refused while parsing) and ASCII keys,
-    sorted compact `json.dumps` is exactly the canonical form. Trying it is always safe: a
-    match means these are the very bytes the sealer hashed; only a mismatch pays for the full
-    canonical encoding and validation, which also say what is wrong.
+    `line`: the export line the entry was parsed from (None: the caller parsed it strictly).
+
+    Fast path: for float-free values and ASCII keys, sorted compact `json.dumps` is exactly
+    the canonical form (a signed event has no floats, and a float is always written with a
+    point or an exponent, so one can never reproduce a signed hash). A match means these are the
+    very bytes the sealer hashed; it is taken only if the line is exactly what `write_export`
+    writes for this entry, so that no repeated key hides another value in it. Anything else
+    pays for strict parsing and the full canonical encoding and validation, which also say
+    what is wrong.
     """
     seq = entry["seq"]
     event = entry.get("event")
     if isinstance(event, dict):
         try:
-            value = leaf_hash(_sorted_compact(event))
+            data = _sorted_compact(event)
+            value = leaf_hash(data)
         except (TypeError, ValueError, UnicodeEncodeError):
-            value = b""
-        if entry.get("leaf_hash") == value.hex():
+            data, value = b"", b""
+        if entry.get("leaf_hash") == value.hex() and (
+            line is None or _as_written(line, entry, data)
+        ):
             return value
+    if line is not None:
+        try:
+            event = _STRICT_DECODER.decode(line).get("event")
+        except ValueError as exc:
+            raise Invalid(f"seq {seq}: export line is not valid: {exc}") from None
     try:
         event_from_dict(event)
         data = canonical_json(event)
@@ -135,6 +172,13 @@ def entry_leaf(entry: dict[str, Any]) -> bytes:
     if entry.get("leaf_hash") != value.hex():
         raise Invalid(f"seq {seq}: leaf hash does not match event")
     return value
+
+
+def _as_written(line: str, entry: dict[str, Any], event: bytes) -> bool:
+    """Whether `line` is `write_export`'s line for this entry, byte for byte."""
+    written = (f'{{"event":{event.decode()},"leaf_hash":"{entry["leaf_hash"]}",'
+               f'"seq":{entry["seq"]}}}')
+    return len(entry) == 3 and line.rstrip("\r\n") == written
 
 
 def verify_export(
@@ -150,12 +194,12 @@ def verify_export(
 
     check_root()
     entries = _entries(lines)
-    for _, entry in entries:
+    for _, entry, line in entries:
         seq = entry["seq"]
         expected = frontier.size
         if seq != expected:
             raise Invalid(_order_problem(seq, expected, entries))
-        frontier.append(entry_leaf(entry))
+        frontier.append(entry_leaf(entry, line))
         check_root()
     count = frontier.size
     if count < size:
@@ -169,13 +213,15 @@ def verify_export(
     return outcome
 
 
-def _order_problem(seq: int, expected: int, rest: Iterator[tuple[int, dict[str, Any]]]) -> str:
+def _order_problem(
+    seq: int, expected: int, rest: Iterator[tuple[int, dict[str, Any], str]]
+) -> str:
     if seq < expected:
         if seq == expected - 1:
             return f"seq {seq} appears twice"
         return f"seq {seq} appears after {expected - 1}"
     # A higher seq came first: the expected one is either later in the file or gone.
-    for _, entry in rest:
+    for _, entry, _line in rest:
         if entry["seq"] == expected:
             return f"seq {expected} appears after {seq}"
     return f"seq {expected} missing"
@@ -288,7 +334,7 @@ def _run(args: argparse.Namespace) -> Outcome:
 
 def _load_json(path: Path) -> Any:
     try:
-        return json.loads(_read(path), parse_float=_refuse_float)
+        return _STRICT_DECODER.decode(_read(path))
     except ValueError as exc:
         raise Invalid(f"{path} is not valid JSON: {exc}") from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -199,6 +200,54 @@ def test_receipt_mode(files: Files, log) -> None:
         path.write_text(json.dumps({**receipt, **change}))
         code, out = run_main(["--receipt", str(path), "--public-key", str(files.key)])
         assert code == 1, (change, out)
+
+
+def test_nan_or_infinity_in_place_of_null_is_refused(files: Files, log) -> None:
+    """An encoder may write NaN or Infinity back as null, so the edited event would hash as
+    the signed one while an auditor's parser reads nan or inf."""
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        lines = list(files.lines)
+        assert ":null" in lines[3]
+        lines[3] = lines[3].replace(":null", f":{constant}", 1)
+        code, out = files.run(events=lines)
+        assert code == 1, out
+        assert f"export line 4 is not a valid entry: {constant} is not a JSON value" in out
+    engine, _ = log
+    with Session(engine) as session:
+        receipt = json.dumps(query.receipt(session, 11))
+    path = files.dir / "receipt.json"
+    path.write_text(receipt.replace(": null", ": NaN", 1))
+    code, out = run_main(["--receipt", str(path), "--public-key", str(files.key)])
+    assert code == 1 and "NaN is not a JSON value" in out
+
+
+def test_float_in_place_of_integer_is_refused(files: Files) -> None:
+    lines = list(files.lines)
+    lines[3] = re.sub(r'"duration_us":(\d+)', r'"duration_us":\1.0', lines[3], count=1)
+    code, out = files.run(events=lines)
+    assert code == 1 and "seq 3: export line is not valid: float" in out, out
+
+
+def test_repeated_key_is_refused(files: Files, log) -> None:
+    """A reader that keeps the first of two values would see what was not verified."""
+    lines = list(files.lines)
+    lines[3] = lines[3].replace('"agency":', '"agency":"FORGED","agency":', 1)
+    code, out = files.run(events=lines)
+    assert code == 1 and "seq 3: export line is not valid: an object repeats a key" in out
+    engine, _ = log
+    with Session(engine) as session:
+        receipt = json.dumps(query.receipt(session, 11))
+    path = files.dir / "receipt.json"
+    path.write_text(receipt.replace('"agency": ', '"agency": "FORGED", "agency": ', 1))
+    code, out = run_main(["--receipt", str(path), "--public-key", str(files.key)])
+    assert code == 1 and "an object repeats a key" in out
+
+
+def test_reformatted_export_verifies_through_the_full_check(files: Files) -> None:
+    lines = [json.dumps(json.loads(line)) + "\n" for line in files.lines]
+    assert lines != files.lines
+    code, out = files.run(events=lines)
+    assert code == 0, out
 
 
 def test_consistency_mode(files: Files, log) -> None:
