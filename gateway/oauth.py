@@ -19,7 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.oauth2.rfc6749 import InvalidClientError, grants
-from authlib.oauth2.rfc6749.requests import JsonRequest
+from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
+from authlib.oauth2.rfc6749.requests import JsonRequest, OAuth2Request
 from authlib.oauth2.rfc6750 import InsufficientScopeError, InvalidTokenError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
@@ -36,6 +37,9 @@ from gateway.models import Agency, ApiClient, RevokedToken, UsedClientAssertion
 
 ACCESS_TOKEN_ALGORITHMS = [TOKEN_ALGORITHM]
 CLIENT_ASSERTION_ALGORITHMS = ["ES256", "ES384", "PS256", "RS256"]
+# RFC 7523 assertions are made for one request and are short-lived. Their jti is kept in the
+# replay cache until `exp`, so an assertion may not claim to live longer than this.
+MAX_ASSERTION_LIFETIME_SECONDS = 3600
 SCOPES = (
     "subjects:read",
     "subjects:search",
@@ -74,6 +78,17 @@ def query_client(client_id: str) -> ApiClient | None:
     return client if client is not None and client.active else None
 
 
+def client_secret_basic(query_client: Any, request: OAuth2Request) -> ApiClient | None:
+    """authlib's `client_secret_basic`, with Basic credentials that are not UTF-8 treated as
+    absent, as authlib already treats ones that are not base64. Otherwise its
+    UnicodeDecodeError escapes the token and revocation endpoints as a 500 with no audit
+    event; this way the caller gets the usual 401 invalid_client, audited as refused."""
+    try:
+        return authenticate_client_secret_basic(query_client, request)
+    except UnicodeDecodeError:
+        return None
+
+
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "private_key_jwt"]
 
@@ -100,12 +115,18 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             token = jwt.decode(assertion, resolve_key, algorithms=CLIENT_ASSERTION_ALGORITHMS)
         except (JoseError, ValueError) as exc:
             raise InvalidClientError(description="The client assertion is not valid.") from exc
-        if not isinstance(token.claims.get("exp"), int):
+        exp = token.claims.get("exp")
+        if not isinstance(exp, int):
             raise InvalidClientError(description="The client assertion must expire.")
+        # Before `verify_claims` stores the jti until `exp`: a far-future exp would keep it
+        # there for ever, and one beyond datetime's range cannot be stored at all (a 500).
+        if exp > time.time() + MAX_ASSERTION_LIFETIME_SECONDS + self.leeway:
+            raise InvalidClientError(description="The client assertion expires too far ahead.")
         self.verify_claims(token.claims)
         return token.claims
 
     def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
+        # `exp` is an int at most MAX_ASSERTION_LIFETIME_SECONDS ahead (process_assertion_claims)
         session = _session()
         expires = datetime.fromtimestamp(claims["exp"], UTC)
         try:
@@ -258,6 +279,7 @@ class OAuth:
             app, query_client=query_client, save_token=lambda t, r: None
         )
         self.server.register_grant(ClientCredentialsGrant)
+        self.server.register_client_auth_method("client_secret_basic", client_secret_basic)
         self.server.register_client_auth_method(
             PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT(config.issuer)
         )

@@ -11,6 +11,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
+from gateway.oauth import MAX_ASSERTION_LIFETIME_SECONDS
 from gateway.services.registry import add_client, revoke_client, set_agency_suspended
 
 PURPOSE = {"X-Purpose": "iom-case-management"}
@@ -44,6 +45,16 @@ def claims(app, **overrides) -> dict:
 def sign(app, payload: dict, header: dict | None = None, key=None) -> str:
     key = key or app.extensions["gateway.keys"].token_signing_jwk()
     return jwt.encode(header or {"alg": "ES256", "typ": "at+jwt"}, payload, key)
+
+
+def last_audit_event(db) -> dict:
+    import sqlalchemy as sa
+
+    from audit.models import AuditEventRow
+
+    body = db.scalar(sa.select(AuditEventRow.body).order_by(AuditEventRow.id.desc()).limit(1))
+    assert body is not None, "no audit event was written"
+    return json.loads(body)
 
 
 def test_token_endpoint_issues_a_short_lived_rfc9068_token(client, world, app):
@@ -82,6 +93,25 @@ def test_wrong_secret_or_unknown_client_is_refused(client, who, secret):
     )
     assert response.status_code in (400, 401)
     assert response.get_json()["error"] == "invalid_client"
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"), [("/oauth/token", "token.refused"), ("/oauth/revoke", "token.revoked")]
+)
+def test_basic_credentials_that_are_not_utf8_are_refused_and_audited(client, db, path, kind):
+    form = {"grant_type": "client_credentials", "token": "x"}
+    # "!!!" is not base64 at all; "//46/w==" is, but b"\xff\xfe:\xff" is not UTF-8.
+    control = client.post(path, data=form, headers={"Authorization": "Basic !!!"})
+    response = client.post(path, data=form, headers={"Authorization": "Basic //46/w=="})
+    assert response.status_code == control.status_code == 401
+    assert response.content_type == "application/json"
+    assert response.get_json() == control.get_json()
+    assert response.get_json()["error"] == "invalid_client"
+    assert response.headers["WWW-Authenticate"].startswith("Basic ")
+    event = last_audit_event(db)
+    assert event["request_id"] == response.headers["X-Request-ID"]
+    assert (event["kind"], event["decision"], event["status"]) == (kind, "deny", 401)
+    assert event["reason"] == "invalid_client"
 
 
 def test_revoked_client_gets_no_token_and_its_tokens_stop_working(client, world, db, token_for):
@@ -274,6 +304,38 @@ def test_private_key_jwt_with_bad_claims_is_refused(client, app, key_client, cha
     client_id, key = key_client
     response = token_with_assertion(client, assertion(app, client_id, key, **change))
     assert response.get_json()["error"] == "invalid_client"
+
+
+@pytest.mark.parametrize(
+    "exp",
+    [int(time.time()) + MAX_ASSERTION_LIFETIME_SECONDS + 3600, 10**12, 2**62],
+    ids=["hours-ahead", "beyond-datetime", "beyond-time_t"],
+)
+def test_private_key_jwt_expiring_too_far_ahead_is_refused_and_audited(
+    client, app, db, key_client, exp
+):
+    from gateway.models import UsedClientAssertion
+
+    client_id, key = key_client
+    jti = uuid.uuid4().hex
+    response = token_with_assertion(client, assertion(app, client_id, key, exp=exp, jti=jti))
+    # 400 like every refused assertion: no Authorization header was sent (RFC 6749 s.5.2)
+    assert response.status_code == 400
+    assert response.content_type == "application/json"
+    assert response.get_json()["error"] == "invalid_client"
+    assert "access_token" not in response.get_json()
+    event = last_audit_event(db)
+    assert event["request_id"] == response.headers["X-Request-ID"]
+    assert (event["kind"], event["decision"], event["status"]) == ("token.refused", "deny", 400)
+    assert event["reason"] == "invalid_client"
+    assert db.get(UsedClientAssertion, (client_id, jti)) is None  # not kept until `exp`
+
+
+def test_private_key_jwt_may_expire_up_to_the_bound_ahead(client, app, key_client):
+    client_id, key = key_client
+    exp = int(time.time()) + MAX_ASSERTION_LIFETIME_SECONDS - 60
+    response = token_with_assertion(client, assertion(app, client_id, key, exp=exp))
+    assert response.status_code == 200, response.get_json()
 
 
 def test_private_key_jwt_signed_with_an_unregistered_key_is_refused(client, app, key_client):
