@@ -14,12 +14,17 @@ from flask import g
 from gateway import extensions
 from gateway.access import current_caller, note_access, note_permitted, reads_only, requires_scope
 from gateway.api.base import ApiBlueprint
-from gateway.models import CohortMembership, Subject
+from gateway.models import Subject
 from gateway.pagination import decode_cursor, encode_cursor
 from gateway.problems import Problem
 from gateway.services.decisions import decide_on_subject, disclose_subjects
 from gateway.services.pseudonymisation import keyring, resolve_pseudonym
-from gateway.services.subjects import find_by_identifier, load_subjects, scope_filter
+from gateway.services.subjects import (
+    find_by_identifier,
+    in_cohort,
+    load_subjects,
+    scope_filter,
+)
 from policies.engine import list_scope
 from policies.identifiers import IdentifierError, normalise_identifier
 from schemas.subjects import SubjectListQuery, SubjectPageSchema, SubjectSchema, SubjectSearchBody
@@ -62,12 +67,7 @@ def list_subjects(query: dict) -> dict:
     if "area" in query:
         statement = statement.where(Subject.area_code == query["area"])
     if "cohort" in query:
-        statement = statement.where(
-            sa.exists().where(
-                CohortMembership.subject_id == Subject.id,
-                CohortMembership.cohort == query["cohort"],
-            )
-        )
+        statement = statement.where(in_cohort([query["cohort"]], now.date()))
     if "updated_since" in query:
         statement = statement.where(Subject.updated_at >= query["updated_since"])
     if after:

@@ -337,18 +337,22 @@ def scope_filter(scopes: list[GrantScope], agency_id: int, today: date) -> sa.Co
     return sa.or_(*clauses) if clauses else sa.false()
 
 
+def in_cohort(cohorts: Iterable[str], today: date) -> sa.ColumnElement[bool]:
+    """SQL for "the subject is in one of these cohorts today": an ended membership is the
+    past, which no grant releases (disclosed records list active cohorts only)."""
+    return sa.exists().where(
+        CohortMembership.subject_id == Subject.id,
+        CohortMembership.cohort.in_(sorted(cohorts)),
+        CohortMembership.start_date <= today,
+        sa.or_(CohortMembership.end_date.is_(None), CohortMembership.end_date >= today),
+    )
+
+
 def _grant_clause(scope: GrantScope, agency_id: int, today: date) -> sa.ColumnElement[bool]:
     conditions = scope
     parts: list[sa.ColumnElement[bool]] = []
     if conditions.cohorts:
-        parts.append(
-            sa.exists().where(
-                CohortMembership.subject_id == Subject.id,
-                CohortMembership.cohort.in_(sorted(conditions.cohorts)),
-                CohortMembership.start_date <= today,
-                sa.or_(CohortMembership.end_date.is_(None), CohortMembership.end_date >= today),
-            )
-        )
+        parts.append(in_cohort(conditions.cohorts, today))
     if conditions.areas:
         parts.append(Subject.area_code.in_(sorted(conditions.areas)))
     if conditions.min_age is not None:  # born on or before today minus min_age years

@@ -101,6 +101,20 @@ def test_filters_and_bad_filters(api):
     assert items(api("WMP", "get", f"/api/v1/subjects?updated_since={future}")) == []
 
 
+def test_cohort_filter_matches_current_memberships_only(api, db):
+    """An ended membership is the past, which the disclosed `cohorts` never show: a filter
+    that matched it would tell the caller who used to be, say, in the DA cohort."""
+    from gateway.models import CohortMembership
+
+    today = datetime.now(UTC).date()
+    ended = set(db.scalars(sa.select(CohortMembership.cohort).where(
+        CohortMembership.end_date < today)))
+    assert ended  # the demo data has ended memberships to leak
+    for cohort in sorted(ended):
+        for record in all_pages(api, "WMP", f"/api/v1/subjects?cohort={cohort}&limit=200"):
+            assert cohort in record["cohorts"], (cohort, record["ref"], record["cohorts"])
+
+
 def out_of_scope_subject(db, agency_code: str) -> str:
     """A subject no grant gives this agency: managed by nobody it relates to."""
     from gateway.models import Agency, Management
