@@ -12,7 +12,9 @@ class EventQuery(PageQuery):
     time_to = UTCDateTime()
     agency = fields.String(validate=validate.Length(max=32))
     client_id = fields.String(validate=validate.Length(max=64))
-    subject = fields.String(validate=validate.Length(max=36))
+    # Parsed, so that every spelling of the id (upper case, braces, no hyphens) finds the
+    # stored form: an empty page for one of them would read as "nobody saw this person".
+    subject = fields.UUID()
     purpose = fields.String(validate=validate.Length(max=64))
     decision = fields.String(validate=validate.OneOf(["permit", "deny"]))
     agreement = fields.String(validate=validate.Length(max=80))

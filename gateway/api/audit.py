@@ -90,7 +90,7 @@ def list_events(query: dict) -> dict:
         if k in query and k not in ("cursor", "limit")
     }
     if "subject" in filters:
-        filters["subject_id"] = filters.pop("subject")
+        filters["subject_id"] = str(filters.pop("subject"))
     note_access(details={k: str(v) for k, v in filters.items()})
     after = decode_cursor(query.get("cursor"), "after")
     if after is not None and not isinstance(after["after"], int):

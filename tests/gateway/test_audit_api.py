@@ -88,6 +88,18 @@ def test_auditor_filters_events_and_pages_through_them(api):
     assert auditor(api, "get", "/api/v1/audit/events?decision=maybe").status_code == 422
 
 
+def test_subject_filter_finds_every_spelling_of_the_id(api):
+    """An empty page for an upper-case or unhyphenated id would read as "nobody saw them"."""
+    subject = a_subject_read_by_police(api)
+    as_stored = auditor(api, "get", f"/api/v1/audit/events?subject={subject}").get_json()
+    assert as_stored["items"]
+    for spelling in (subject.upper(), subject.replace("-", ""), "{" + subject + "}"):
+        found = auditor(api, "get", f"/api/v1/audit/events?subject={spelling}").get_json()
+        assert found == as_stored, spelling
+    refused = auditor(api, "get", "/api/v1/audit/events?subject=not-a-person")
+    assert refused.status_code == 422 and refused.content_type == "application/problem+json"
+
+
 def test_subject_access_request_answer(api):
     subject = a_subject_read_by_police(api)
     answer = auditor(api, "get", f"/api/v1/audit/subjects/{subject}/accesses").get_json()
