@@ -112,8 +112,11 @@ def export_to_files(app: Flask, from_seq: int, out: Path) -> str:
     public key, ready for `python -m audit.verify`."""
     keys: KeyStore = app.extensions["gateway.keys"]
     with app.extensions["gateway.db"].session_factory() as session, out.open("w") as handle:
-        count = write_export(session, handle, from_seq)
+        # The checkpoint first: a sealer may commit between the two reads (each statement
+        # sees the latest commits), and the log only grows, so the export then covers the
+        # checkpoint. Read after, it could cover events the export lacks.
         checkpoint = latest_checkpoint(session)
+        count = write_export(session, handle, from_seq)
     if checkpoint is not None:
         out.with_suffix(".checkpoint.json").write_text(json.dumps({"note": checkpoint.note}))
     public = keys.checkpoint_public_keys()[keys.checkpoint_key_version]

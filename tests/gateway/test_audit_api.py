@@ -156,6 +156,31 @@ def test_inclusion_proof_receipt_and_consistency_verify(api, app, seal):
     )
 
 
+def test_cli_export_comes_with_a_checkpoint_it_covers(api, app, seal, tmp_path, monkeypatch):
+    """The sealer may commit between writing the export and reading the checkpoint; one
+    covering events the export lacks would fail verification of an untouched log."""
+    import gateway.sealer
+    from audit.verify import main as verify_main
+
+    a_subject_read_by_police(api)
+    seal()
+    write_export = gateway.sealer.write_export
+
+    def sealer_commits_after_export(session, out, from_seq=0, to_seq=None):
+        count = write_export(session, out, from_seq, to_seq)
+        a_subject_read_by_police(api)
+        time.sleep(1.05)  # checkpoint timestamps are whole seconds and strictly increase
+        seal()
+        return count
+
+    monkeypatch.setattr(gateway.sealer, "write_export", sealer_commits_after_export)
+    out = tmp_path / "export.jsonl"
+    gateway.sealer.export_to_files(app, 0, out)
+    checkpoint, key = out.with_suffix(".checkpoint.json"), out.with_suffix(".pub.pem")
+    assert verify_main(["--events", str(out), "--checkpoint", str(checkpoint),
+                        "--public-key", str(key)]) == 0
+
+
 def test_export_verifies_offline_and_tampering_is_located(api, app, seal, tmp_path):
     a_subject_read_by_police(api)
     seal()
