@@ -79,14 +79,22 @@ def _visible(caller: Caller, referral_id: str, action: str):  # type: ignore[no-
             _policy(), _agency(caller), action, g.purpose, referral, _now()
         )
     if decision is None or not decision.permitted:
-        reason = (
-            "no_such_referral"
-            if referral is None
-            else (decision.reasons[0].code if decision and decision.reasons else "not_a_party")
-        )
-        note_access(decision="deny", reason=reason)
+        note_access(decision="deny", reason=_refusal(caller, referral, decision))
         raise Problem(404, detail=NOT_FOUND)
     return referral, decision
+
+
+def _refusal(caller: Caller, referral: Referral | None, decision) -> str:  # type: ignore[no-untyped-def]
+    """Why a referral is not shown, for the audit log (the caller only sees a 404)."""
+    if referral is None:
+        return "no_such_referral"
+    if decision is not None and decision.reasons:
+        return decision.reasons[0].code
+    if caller.agency_id not in (referral.from_agency_id, referral.to_agency_id):
+        return "not_a_party"
+    if g.purpose != referral.purpose:
+        return "not_the_referral_purpose"
+    return "retention_ended"
 
 
 def _respond(caller: Caller, referral: Referral, decision, status: int = 200):  # type: ignore[no-untyped-def]

@@ -32,11 +32,17 @@ def decide_on_referral(
     now: datetime,
     resource: str = "referral",
 ) -> Decision | None:
-    """The decision for a party to the referral; None for anyone else or after retention.
+    """The decision for a party to the referral acting for the referral's purpose; None for
+    anyone else, for another purpose, or after retention.
 
-    Outcomes are the exception: an agency managing the person may see them under its own
-    agreement (relationship in_recipient_caseload) without being party to the referral."""
+    A referral and its outcomes were shared for the referral's purpose only: a party using
+    them under another purpose (another agreement the parties share, whose conditions may
+    hold when the referral's own no longer do) would be purpose creep no lawful basis covers.
+    The exception is outcomes for an agency that is not a party but manages the person: it
+    may see them under its own agreement (relationship in_recipient_caseload)."""
     party = agency.id in (referral.from_agency_id, referral.to_agency_id)
+    if party and purpose != referral.purpose:
+        return None
     if not party and resource != "outcome":
         return None
     subject = load_subjects(Session.object_session(referral), [referral.subject_id])[

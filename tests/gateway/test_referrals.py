@@ -209,6 +209,36 @@ def test_perpetrator_programme_never_sees_victims(api, db):
     assert victims and "victim" not in text and not any(v in text for v in victims)
 
 
+def test_a_referral_is_used_only_for_its_purpose(api, db, refer):
+    """Shared for one purpose, a referral is not read or changed under another purpose its
+    parties happen to share (whose conditions may hold when the referral's own no longer do)."""
+    from audit.models import AuditEventRow
+
+    created = refer(purpose=PRE_CJ)
+    assert created.status_code == 201, created.get_json()
+    referral = created.get_json()["ref"]
+    assert api("WMP", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ).status_code == 200
+    etag = created.headers["ETag"]
+    for method, path, payload in (
+        ("get", f"/api/v1/referrals/{referral}", None),
+        ("post", f"/api/v1/referrals/{referral}/withdraw", {"reason": "duplicate"}),
+        ("post", f"/api/v1/referrals/{referral}/consent", {"status": "given", "method": "written"}),
+        ("get", f"/api/v1/referrals/{referral}/outcomes", None),
+    ):
+        kwargs = {"json": payload, "headers": {"If-Match": etag}} if payload else {}
+        response = api("WMP", method, path, purpose=DV, **kwargs)
+        assert response.status_code == 404, (path, response.get_json())
+        event = json.loads(db.scalar(
+            sa.select(AuditEventRow.body).order_by(AuditEventRow.id.desc()).limit(1)))
+        assert event["decision"] == "deny", path
+    assert event["reason"] in ("not_the_referral_purpose", "outcomes_not_granted")
+    listed = api("WMP", "get", "/api/v1/referrals", purpose=DV).get_json()["items"]
+    assert referral not in {item["ref"] for item in listed}
+    feed = api("WMP", "get", "/api/v1/changes?limit=200", purpose=DV).get_json()["items"]
+    assert all(item["referral"] is None or item["referral"]["ref"] != referral for item in feed)
+    assert api("WMP", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ).status_code == 200
+
+
 def test_referral_refused_without_an_agreement(refer):
     assert refer(to_agency="NPS").status_code == 403  # no referral grant to NPS
     assert refer(to_agency="VSP-DVPP").status_code == 403  # not under the pre-CJ agreement
