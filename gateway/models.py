@@ -188,7 +188,8 @@ class CohortMembership(Base):
     end_date: Mapped[date | None]
     set_by_agency_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("agencies.id"),
-        doc="The agency whose caseload sync set the flag; only its sync may end it (None: "
+        doc="The agency whose caseload sync set the flag; only its sync may end it, once none "
+        "of its cases lists it, and hands it to another agency whose cases still do (None: "
         "set otherwise, ended by whoever runs the cohort)",
     )
 
@@ -236,6 +237,11 @@ class Management(Base):
     )
     record_hash: Mapped[str | None] = mapped_column(
         sa.String(64), doc="Hash of the last synced record: an unchanged re-sync writes nothing"
+    )
+    cohorts: Mapped[list[str] | None] = mapped_column(
+        sa.JSON(none_as_null=True),
+        doc="Cohort flags the last synced record listed: an agency keeps a flag while any of "
+        "its cases lists it (None: not known, or the case was ended by a snapshot)",
     )
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     agency: Mapped[Agency] = relationship(lazy="joined")

@@ -962,3 +962,70 @@ def test_a_flag_set_by_another_agency_is_not_ended_by_this_agencys_records(api, 
     held = _current_cohorts(db, person.id)
     assert held[flag] == {agency_id(db, "WMP")}
     assert {c: b for c, b in held.items() if c != flag} == held_before
+
+
+def _disclosed_cohorts(api, agency: str, subject_id: str) -> list[str]:
+    """The person's cohort flags as the subject resource discloses them to `agency`."""
+    response = api(agency, "get", f"/api/v1/subjects/{subject_id}")
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["cohorts"]
+
+
+def test_a_flag_another_agency_still_lists_stays_when_its_setter_stops_listing_it(api, db):
+    case = managed_only_by(db, "CRC")
+    person = db.get(Subject, case.subject_id)
+    held = _current_cohorts(db, person.id)
+    flag = next(c for c in ("GANG", "HCCU", "PPO", "DA") if c not in held)
+    police_case = record_for(db, person, "IOM-T-FLAG3", statutory=False, cohorts=[flag])
+    crc_record = as_record(db, case, cohorts=[flag])
+
+    def results(agency: str, records: list[dict]) -> list[str]:
+        response = sync(api, agency, records)
+        assert response.status_code == 200, response.get_json()
+        return [r["result"] for r in response.get_json()["results"]]
+
+    assert results("WMP", [police_case]) == ["created"]  # the police set the flag
+    assert results("CRC", [crc_record]) == ["updated"]  # the CRC lists it too
+    assert _disclosed_cohorts(api, "CRC", person.id).count(flag) == 1  # once, not per lister
+
+    # the police stop listing it: the CRC's case still does, so the person keeps it
+    assert results("WMP", [{**police_case, "cohorts": []}]) == ["updated"]
+    assert _disclosed_cohorts(api, "CRC", person.id).count(flag) == 1
+    assert results("CRC", [crc_record]) == ["unchanged"]
+    assert _disclosed_cohorts(api, "CRC", person.id).count(flag) == 1
+
+    # once nobody lists it, it ends
+    assert results("CRC", [{**crc_record, "cohorts": []}]) == ["updated"]
+    assert flag not in _disclosed_cohorts(api, "CRC", person.id)
+
+
+def test_a_flag_any_of_the_agencys_cases_lists_stays_whatever_the_batch_order(api, db):
+    """Two CRC cases for one person both list GANG; case B stops listing it while case A
+    (changed, unchanged or not sent at all) still lists it: the person keeps GANG, the same
+    whatever the order of the records, and loses it once A stops listing it too."""
+    shapes = ("lists-first", "drops-first", "listing-case-unchanged", "listing-case-not-sent")
+    kept, ended = {}, {}
+    for n, shape in enumerate(shapes, start=930_001):
+        a = record(f"CRC-T-{n}-A", n, cohorts=["GANG"])
+        b = record(f"CRC-T-{n}-B", n, cohorts=["GANG"])
+        setup = sync(api, "CRC", [a, b]).get_json()["results"]
+        assert [r["result"] for r in setup] == ["created", "created"]
+        person = setup[0]["subject_ref"]
+        assert setup[1]["subject_ref"] == person
+        assert _disclosed_cohorts(api, "CRC", person) == ["GANG"]
+
+        changed_a = {**a, "offender_manager_ref": "OM-CHANGED"}
+        b_drops = {**b, "cohorts": []}
+        batch = {
+            "lists-first": [changed_a, b_drops],
+            "drops-first": [b_drops, changed_a],
+            "listing-case-unchanged": [a, b_drops],
+            "listing-case-not-sent": [b_drops],
+        }[shape]
+        assert sync(api, "CRC", batch).status_code == 200
+        kept[shape] = "GANG" in _disclosed_cohorts(api, "CRC", person)
+
+        assert sync(api, "CRC", [{**a, "cohorts": []}]).status_code == 200
+        ended[shape] = "GANG" not in _disclosed_cohorts(api, "CRC", person)
+    assert kept == dict.fromkeys(shapes, True)
+    assert ended == dict.fromkeys(shapes, True)

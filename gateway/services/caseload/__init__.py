@@ -20,10 +20,13 @@ Rules, and why:
   applied; a record with the same hash is reported `unchanged` after one query for the batch.
 * **Bulk, not per record.** A batch costs a fixed number of queries (existing cases, the
   identifiers it names, those people's facts) and one executemany per table written.
-* **Shared facts.** A cohort flag the record lists is added (as set by this agency); a flag
-  this agency's sync set earlier that its record no longer lists is ended (end date
-  yesterday: history is kept). Flags set by other agencies, or outside caseload sync, are
-  never ended by this agency's export: it speaks only for what this agency said. Needs are
+* **Shared facts.** A cohort flag the record lists is added (as set by this agency) if the
+  person lacks it; each case keeps the flags its record lists, so a flag is held while any
+  agency's cases list it. A flag this agency's sync set that none of its cases lists any more
+  (judged on the batch's final state, whatever the order of the records or which of them
+  were unchanged) is ended (end date yesterday: history is kept), or handed to another
+  agency whose cases still list it. Flags set by other agencies, or outside caseload sync,
+  are never ended by this agency's export: it speaks only for what this agency said. Needs are
   upserted per pathway; a risk assessment is added when this agency has not already recorded
   the same one.
 * **Allocation.** NPS takes the higher-risk cases: an active statutory CRC case whose risk of

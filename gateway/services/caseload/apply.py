@@ -51,6 +51,8 @@ def _apply(
     """Write the planned records: one executemany per table, then the change feed entries."""
     agency, now = batch.agency, batch.now
     writes = _Writes()
+    for plan in plans:  # first the batch's final state: which flags each case now lists
+        people[plan.subject_id].listed[agency.id, plan.record["local_case_id"]] = _listed(plan)
     for plan in plans:
         person = people[plan.subject_id]
         created_here = person.new
@@ -120,6 +122,7 @@ def _apply_case(
         "end_date": end_date,
         "transfer_to": transfer_to,
         "record_hash": plan.digest,
+        "cohorts": sorted(_listed(plan)),
         "updated_at": batch.now,
     }
     if case is None:
@@ -223,43 +226,65 @@ def _apply_facts(batch: _Batch, plan: _Plan, person: _Person, writes: _Writes) -
     return changed
 
 
+def _listed(plan: _Plan) -> frozenset[str]:
+    """The flags a record lists (an absent list lists none, as in the hash)."""
+    return frozenset(plan.record.get("cohorts") or ())
+
+
 def _apply_cohorts(batch: _Batch, plan: _Plan, person: _Person, writes: _Writes) -> bool:
     """Add the flags the record lists and the person lacks; end the flags this agency's sync
-    set earlier that the record no longer lists (an absent list lists none, as in the hash).
+    set that none of its cases lists any more. Returns whether the person's flags changed.
 
-    Ending is the only way a flag leaves, so the history stays: `end_date` is yesterday, the
-    last day it applied. Flags set by other agencies, or not by a sync, are never touched: an
-    agency's export speaks only for what that agency said. Returns whether anything changed."""
+    A flag the person already holds is not added again: the agency's listing is kept with its
+    case (`Management.cohorts`), so it still counts when the agency that set the flag stops
+    listing it. Ending is judged on the batch's final state (`person.listed`, every case of
+    the person as it stands after the whole batch, those left out of it or unchanged too), so
+    neither the order of the records nor a case missing from the batch decides it. A flag its
+    setter drops that another agency's cases still list is handed to that agency (a new row
+    from today), not ended: it stays held while anyone lists it. Ending is the only way a flag
+    leaves, so the history stays: `end_date` is yesterday, the last day it applied. Flags set
+    by other agencies, or not by a sync, are never touched: an agency's export speaks only for
+    what that agency said."""
     subject_id, agency_id = plan.subject_id, batch.agency.id
-    listed = set(plan.record.get("cohorts") or ())
-    changed = False
-    for cohort in sorted(listed - person.cohorts):
-        setters = person.cohort_setters.setdefault(cohort, set())
-        if writes.cohort_ends.pop((subject_id, cohort), None) is None:
-            writes.cohorts.append(
-                {
-                    "subject_id": subject_id,
-                    "cohort": cohort,
-                    "area_code": person.area,
-                    "start_date": batch.today,
-                    "end_date": None,
-                    "set_by_agency_id": agency_id,
-                }
-            )
-        # else: an earlier record of this batch ended it; this one keeps it after all
-        setters.add(agency_id)
+    held_before = set(person.cohorts)
+    for cohort in sorted(_listed(plan) - person.cohorts):
+        writes.cohorts.append(_membership(batch, plan, person, cohort, agency_id))
+        person.cohort_setters.setdefault(cohort, set()).add(agency_id)
         person.cohorts.add(cohort)
-        changed = True
-    for cohort in sorted(person.cohorts - listed):
-        setters = person.cohort_setters.get(cohort, set())
-        if agency_id not in setters:
+    mine = [c for c in sorted(person.cohorts) if agency_id in person.cohort_setters.get(c, ())]
+    if not mine:
+        return False
+    listers: dict[str, set[int]] = {}  # cohort -> agencies whose cases list it
+    for (by, _), cohorts in person.listed.items():
+        for cohort in cohorts:
+            listers.setdefault(cohort, set()).add(by)
+    for cohort in mine:
+        still = listers.get(cohort, set())
+        if agency_id in still:
             continue
+        setters = person.cohort_setters[cohort]
         writes.cohort_ends[subject_id, cohort] = agency_id
         setters.discard(agency_id)
+        if still and not setters & still:
+            heir = min(still)
+            writes.cohorts.append(_membership(batch, plan, person, cohort, heir))
+            setters.add(heir)
         if not setters:
             person.cohorts.discard(cohort)
-        changed = True
-    return changed
+    return person.cohorts != held_before
+
+
+def _membership(
+    batch: _Batch, plan: _Plan, person: _Person, cohort: str, set_by: int
+) -> dict[str, Any]:
+    return {
+        "subject_id": plan.subject_id,
+        "cohort": cohort,
+        "area_code": person.area,
+        "start_date": batch.today,
+        "end_date": None,
+        "set_by_agency_id": set_by,
+    }
 
 
 def _counterpart(candidates: list[tuple[int, str, frozenset[str]]], area: str) -> str | None:

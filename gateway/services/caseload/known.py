@@ -58,6 +58,8 @@ class _Person:
     risks: list[tuple[datetime, int | None, str | None, int, int]] = field(default_factory=list)
     needs: dict[str, tuple[int | None, str]] = field(default_factory=dict)
     managers: set[int] = field(default_factory=set)
+    # (agency id, local case id) -> the cohorts that case's current record lists, where known
+    listed: dict[tuple[int, str | None], frozenset[str]] = field(default_factory=dict)
     new: bool = False
 
 
@@ -172,14 +174,23 @@ def _people(session: Session, subject_ids: set[str], today: date) -> dict[str, _
         )
     ):
         people[sid].needs[pathway] = (row_id, level)
-    for sid, agency_id in session.execute(
-        sa.select(_management.c.subject_id, _management.c.agency_id).where(
-            _management.c.subject_id.in_(ids),
-            _management.c.start_date <= today,
-            sa.or_(_management.c.end_date.is_(None), _management.c.end_date >= today),
-        )
+    # Every case, not only the open ones: a case its agency closed still lists what its last
+    # record listed (a snapshot's ending forgets that: see `_end_cases`).
+    for sid, agency_id, local_id, start, end, cohorts in session.execute(
+        sa.select(
+            _management.c.subject_id,
+            _management.c.agency_id,
+            _management.c.local_case_id,
+            _management.c.start_date,
+            _management.c.end_date,
+            _management.c.cohorts,
+        ).where(_management.c.subject_id.in_(ids))
     ):
-        people[sid].managers.add(agency_id)
+        person = people[sid]
+        if start <= today and (end is None or end >= today):
+            person.managers.add(agency_id)
+        if cohorts is not None:
+            person.listed[agency_id, local_id] = frozenset(cohorts)
     return people
 
 

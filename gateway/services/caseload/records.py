@@ -10,7 +10,9 @@ from typing import Any
 import orjson
 
 # Bump when the normalised form or its encoding changes: every case re-applies once.
-HASH_VERSION = "caseload/2"  # 2: encoded by orjson (UTF-8, not \u escapes)
+# 2: encoded by orjson (UTF-8, not \u escapes); 3: re-applied once to record each case's
+# cohort flags (`Management.cohorts`), which restores a flag lost while only its hash was kept.
+HASH_VERSION = "caseload/3"
 
 
 def record_hash(record: dict[str, Any]) -> str:

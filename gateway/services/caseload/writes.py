@@ -139,7 +139,11 @@ def _end_cases(
             _management.update()
             .where(_management.c.id.in_(chunk))
             .values(
-                status="terminated", end_date=batch.today, record_hash=None, updated_at=batch.now
+                status="terminated",
+                end_date=batch.today,
+                record_hash=None,
+                cohorts=None,  # out of the caseload: its flags no longer speak for the agency
+                updated_at=batch.now,
             )
         )
     report.ended = [local_id for _, local_id, _ in ending]
