@@ -139,8 +139,12 @@ def create_referral(body: dict) -> Any:
         stored = idempotency.claim(
             caller.agency_id, key, idempotency.fingerprint(g.purpose, request.get_json())
         )
-        if stored is not None:
-            note_access(details={"referral": stored.body.get("ref")})
+        if stored is not None:  # the replay discloses the person again: log whom
+            referral = _load(str(stored.body.get("ref", "")))
+            note_access(
+                subject_ids=[referral.subject_id] if referral is not None else [],
+                details={"referral": stored.body.get("ref")},
+            )
             return idempotency.replay(stored)
 
     session = extensions.database().session

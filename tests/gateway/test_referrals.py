@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from audit.models import AuditEventRow
 from gateway.models import CohortMembership, Referral, Subject, VictimLink
 
 PRE_CJ = "pre-cj-referral"
@@ -212,8 +213,6 @@ def test_perpetrator_programme_never_sees_victims(api, db):
 def test_a_referral_is_used_only_for_its_purpose(api, db, refer):
     """Shared for one purpose, a referral is not read or changed under another purpose its
     parties happen to share (whose conditions may hold when the referral's own no longer do)."""
-    from audit.models import AuditEventRow
-
     created = refer(purpose=PRE_CJ)
     assert created.status_code == 201, created.get_json()
     referral = created.get_json()["ref"]
@@ -256,6 +255,12 @@ def test_idempotent_retry_never_makes_a_second_referral(db, refer):
     assert first.get_json() == again.get_json()
     assert first.headers["ETag"] == again.headers["ETag"]
     assert db.scalar(count) == before + 1
+    # The replay discloses the person again, so its audit event names them.
+    replayed = json.loads(
+        db.scalar(sa.select(AuditEventRow.body).order_by(AuditEventRow.id.desc()).limit(1))
+    )
+    assert replayed["reason"] == "idempotent_replay"
+    assert replayed["subject_ids"] == [first.get_json()["subject_ref"]]
     different = refer(key="retry-7f3a", urgency="urgent")
     assert different.status_code == 422
     assert db.scalar(count) == before + 1
