@@ -349,10 +349,21 @@ def transition_referral(body: dict, referral_id: str, transition: str) -> Any:
 @blp.response(201, OutcomeSchema)
 @requires_scope("referrals:write")
 def add_outcome(body: dict, referral_id: str) -> Any:
-    """Report engagement, completion or a further offence, with its date."""
+    """Report engagement, completion or a further offence, with its date.
+
+    Send `Idempotency-Key`: a retry never records the outcome twice (a further offence
+    counted twice would inflate the reoffending figures)."""
     caller = current_caller()
     note_access(action="create", resource_type="outcome")
     referral, _ = _visible(caller, referral_id, "read")
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        request_fingerprint = idempotency.fingerprint(
+            g.purpose, {"referral": referral.id, "outcome": request.get_json()}
+        )
+        stored = idempotency.claim(caller.agency_id, key, request_fingerprint)
+        if stored is not None:
+            return idempotency.replay(stored)
     decision = decide_on_referral(
         _policy(), _agency(caller), "create", g.purpose, referral, _now(), resource="outcome"
     )
@@ -368,7 +379,11 @@ def add_outcome(body: dict, referral_id: str) -> Any:
     except ReferralError as error:
         raise _lifecycle_problem(error) from None
     note_permitted([decision]).details.update(referral=referral.id, outcome=body["type"])
-    return outcome_view(outcome, referral, decision, _now()), 201
+    record = outcome_view(outcome, referral, decision, _now())
+    if key is not None:
+        serialised = json.loads(json.dumps(OutcomeSchema().dump(record)))
+        idempotency.remember(caller.agency_id, key, 201, serialised, {})
+    return record, 201
 
 
 @blp.route("/<string:referral_id>/outcomes", methods=["GET"])

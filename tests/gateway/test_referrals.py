@@ -391,6 +391,36 @@ def test_outcome_rules(api, refer):
     assert by_police.status_code == 403
 
 
+def test_a_retried_outcome_is_recorded_once(api, db, refer):
+    """A client retrying after a timeout must not count a further offence twice."""
+    from gateway.models import Outcome
+
+    referral = refer().get_json()["ref"]
+    step(api, "VSP-MENTOR", referral, "accept")
+    report = {
+        "type": "further_offence_reported",
+        "occurred_on": datetime.now(UTC).date().isoformat(),
+        "detail": {"offence_type": "burglary_dwelling"},
+    }
+
+    def send(key, payload=report, to=referral):
+        return api("VSP-MENTOR", "post", f"/api/v1/referrals/{to}/outcomes", purpose=PRE_CJ,
+                   json=payload, headers={"Idempotency-Key": key})
+
+    first, again = send("outcome-1"), send("outcome-1")
+    assert first.status_code == again.status_code == 201
+    assert first.get_json() == again.get_json()
+    recorded = sa.select(sa.func.count()).select_from(Outcome).where(
+        Outcome.referral_id == referral)
+    assert db.scalar(recorded) == 1
+    assert send("outcome-1", {**report, "type": "engagement_started"}).status_code == 422
+    other = refer(subject_ref=db.scalar(sa.select(Referral.subject_id).where(
+        Referral.id == referral)), pathways=["ete"]).get_json()["ref"]
+    step(api, "VSP-MENTOR", other, "accept")
+    assert send("outcome-1", to=other).status_code == 422  # same key, another referral
+    assert db.scalar(recorded) == 1
+
+
 def test_lists_by_direction_and_status(api, refer):
     referral = refer().get_json()["ref"]
     outbound = api("WMP", "get", "/api/v1/referrals?direction=outbound", purpose=PRE_CJ).get_json()[
