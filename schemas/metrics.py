@@ -13,10 +13,11 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 from schemas.common import StrictSchema
 from schemas.subjects import AREA
 
-PERIOD_PATTERN = r"^20[0-9]{2}(Q[1-4])?$"
+# \Z, not $: `$` also matches before a final newline, which passed "2015\n" on to fail later
+PERIOD_PATTERN = r"^20[0-9]{2}(Q[1-4])?\Z"
 PERIOD = validate.Regexp(PERIOD_PATTERN, error="Write a year (2015) or a quarter (2015Q1).")
 GROUPABLE = ("area", "policing_unit", "cohort", "agency")
-GROUP_BY_PATTERN = r"^((area|policing_unit|cohort|agency)(,(area|policing_unit|cohort|agency))*)?$"
+GROUP_BY_PATTERN = r"^((area|policing_unit|cohort|agency)(,(area|policing_unit|cohort|agency))*)?\Z"
 COHORT = validate.OneOf(
     ["PPO", "HCCU", "SAC", "DA", "CSE", "GANG", "FEMALE", "YOUTH", "U12M", "none"]
 )

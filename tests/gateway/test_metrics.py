@@ -564,6 +564,10 @@ def test_ranges_report_each_period_and_label_provisional_ones(api, people, unit_
         "period=2015Q1&group_by=area,cohort,agency",
         "period=2015Q1&group_by=policing_unit,cohort",
         "period=2015Q1&cohort=PPO&group_by=area,agency",
+        "period=2015%0A",
+        "from=2015Q1%0A&to=2015Q2",
+        "from=2015Q1&to=2015Q2%0A",
+        "period=2015Q1&group_by=cohort%0A",
     ],
 )
 def test_malformed_queries_are_problems(api, query):
