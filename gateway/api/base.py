@@ -16,8 +16,12 @@ class StrictParser(FlaskParser):
     def _raw_load_json(self, req):  # type: ignore[no-untyped-def]
         try:
             data = super()._raw_load_json(req)
+        except json.JSONDecodeError:
+            raise
         except RecursionError:  # "[[[[..." nested deeper than json.loads recurses: a 400, not a 500
             raise json.JSONDecodeError("JSON nested too deeply", "(body)", 0) from None
+        except ValueError:  # an integer of over 4,300 digits, which Python will not convert
+            raise json.JSONDecodeError("JSON number too long", "(body)", 0) from None
         # "\u0000": PostgreSQL refuses it in text; a 400, not a 503 later. A NUL can only
         # arrive escaped, so bodies without that escape skip the walk.
         if b"\\u0000" in req.get_data(cache=True) and _has_nul(data):

@@ -106,6 +106,17 @@ def test_deeply_nested_json_is_a_400(api, operations, depth, figures):
         assert response.content_type == PROBLEM
 
 
+def test_integers_too_long_to_convert_are_a_400(api, operations, figures):
+    """Python refuses to turn more than 4,300 digits into an int (a ValueError, not JSON's)."""
+    for path in body_paths(operations):
+        for body in (b'{"atomic": ' + b"9" * 5000 + b"}", b"[" + b"1" * 5000 + b"]"):
+            response = api("WMP", "post", path, data=body,
+                           headers={"Content-Type": "application/json"})
+            figures.case(invalid=True, status=response.status_code)
+            assert response.status_code == 400, (path, response.status_code)
+            assert response.content_type == PROBLEM
+
+
 def test_huge_arrays_are_refused_by_size_not_processed(api, operations, figures):
     for path in body_paths(operations):
         body = {"pathways": ["ete"] * 50_000, "reasons": ["other"] * 50_000}
