@@ -184,9 +184,11 @@ class CaseRecordSchema(StrictSchema):
         if end is not None:
             if data.get("status", "active") == "active":
                 raise ValidationError("only a terminated or transferred case has one", "end_date")
-            if isinstance(end, date) and (end > today or (start is not None and end < start)):
+            if isinstance(end, date) and not (
+                date(2000, 1, 1) <= end <= today and (start is None or start <= end)
+            ):
                 raise ValidationError(
-                    "must be on or after start_date and not after today", "end_date"
+                    "must be a date from 2000 up to today, on or after start_date", "end_date"
                 )
         cohorts = data.get("cohorts") or []
         if len(set(cohorts)) != len(cohorts):

@@ -145,7 +145,7 @@ class _Loader:
         if "end_date" in data:
             if out["status"] == "active":
                 raise _Unsure
-            end = out["end_date"] = _date(data["end_date"], date.min, today)
+            end = out["end_date"] = _date(data["end_date"], _EARLIEST_EVENT, today)
             if start is not None and end < start:
                 raise _Unsure
         if "risk" in data:

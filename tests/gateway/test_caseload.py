@@ -345,6 +345,24 @@ def test_other_rejections(api, db):
     assert result["problem"]["type"].endswith(":area-not-served")
 
 
+def test_a_case_never_ends_before_it_starts(api, db):
+    """Without its own start_date a record's case starts when it was first synced (a new
+    case: today): an earlier end_date is refused, not stored back to front."""
+    yesterday = (TODAY - timedelta(days=1)).isoformat()
+    closed = dict(status="terminated", statutory=False, end_date=yesterday)
+    new = sync(api, "CRC", [record("CRC-END-1", **closed)]).get_json()["results"][0]
+    assert new["result"] == "rejected"
+    assert new["problem"]["type"].endswith(":end-before-start")
+    dated = sync(api, "CRC", [record("CRC-END-1", start_date="2020-01-01", **closed)])
+    assert dated.get_json()["results"][0]["result"] == "created"
+    earlier = sync(api, "CRC", [record("CRC-END-1", **{**closed, "end_date": "2005-01-01"})])
+    assert earlier.get_json()["results"][0]["problem"]["type"].endswith(":end-before-start")
+    case = db.scalar(sa.select(Management).where(Management.local_case_id == "CRC-END-1"))
+    assert (case.start_date.isoformat(), case.end_date.isoformat()) == ("2020-01-01", yesterday)
+    ancient = sync(api, "CRC", [record("CRC-END-2", **{**closed, "end_date": "0001-01-01"})])
+    assert ancient.status_code == 422 and ancient.content_type == "application/problem+json"
+
+
 YOUTH_CASELOAD_AGREEMENT = """
 id: test-youth-caseload
 version: 1

@@ -62,6 +62,8 @@ def _resolve(
                 "Area not served",
                 f"Your agency is not registered for area {record['area']}.",
             )
+        if rejection is None:
+            rejection = _ends_before_it_starts(record, case, today)
         person = people.get(subject_id) if subject_id else None
         if rejection is None:
             action = "create" if case is None else "update"
@@ -103,6 +105,24 @@ def _resolve(
             index, local_id, "updated" if case else "created", subject_id
         )
     return plans, people
+
+
+def _ends_before_it_starts(
+    record: dict[str, Any], case: _Case | None, today: date
+) -> dict[str, Any] | None:
+    """A case may not end before it starts. The schema checks the record's own two dates;
+    without a start_date the start is the stored case's, or today for a new case."""
+    end = record.get("end_date")
+    start = record.get("start_date") or (case.start_date if case is not None else today)
+    if end is None or end >= start:
+        return None
+    return problem(
+        422,
+        "end-before-start",
+        "Ends before it starts",
+        f"end_date {end.isoformat()} is before the case's start {start.isoformat()}: "
+        "send the case's start_date.",
+    )
 
 
 def _batch_decisions(
