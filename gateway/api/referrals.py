@@ -195,11 +195,12 @@ def _resolve_subject(caller: Caller, ref: str, now: datetime):  # type: ignore[n
     agreement), so visibility under any purpose is enough here; the referral decision that
     follows is made under the declared purpose."""
     session = extensions.database().session
-    subject_id = ref
+    subject_id, issued_under = ref, None
     if ref.startswith("psn"):
         grace = timedelta(days=extensions.config().pseudonym_grace_days)
-        resolved = resolve_pseudonym(session, ref, caller.agency_code, grace, now)
-        subject_id = resolved[0] if resolved else ""
+        subject_id, issued_under = resolve_pseudonym(
+            session, ref, caller.agency_code, grace, now
+        ) or ("", None)
     subject = (
         load_subjects(session, [subject_id]).get(subject_id) if len(subject_id) == 36 else None
     )
@@ -209,7 +210,9 @@ def _resolve_subject(caller: Caller, ref: str, now: datetime):  # type: ignore[n
             decision = decide_on_subject(
                 _policy(), caller.agency_code, caller.agency_kind, "read", purpose, subject, now
             )
-            if decision.permitted and bool(decision.pseudonym_agreement) == ref.startswith("psn"):
+            # In the form the caller was given the person: a pseudonym only under the
+            # agreement it was issued for (another's would link two agreements' pseudonyms).
+            if decision.permitted and decision.pseudonym_agreement == issued_under:
                 return subject
     note_access(decision="deny", reason="subject_not_visible")
     raise Problem(404, detail="No such subject.")

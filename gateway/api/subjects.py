@@ -102,7 +102,7 @@ def get_subject(ref: str) -> dict:
     now = datetime.now(UTC)
     note_access(action="read", resource_type="subject")
     session = extensions.database().session
-    subject_id, by_pseudonym = _resolve_ref(ref, caller.agency_code, now)
+    subject_id, issued_under = _resolve_ref(ref, caller.agency_code, now)
     subject = load_subjects(session, [subject_id]).get(subject_id) if subject_id else None
     if subject is None:
         raise not_found("no_such_subject")
@@ -113,8 +113,11 @@ def get_subject(ref: str) -> dict:
     )
     if not decision.permitted:
         raise not_found(decision.reasons[0].code if decision.reasons else "no_agreement")
-    if by_pseudonym != bool(decision.pseudonym_agreement):
-        raise not_found("reference_form_not_granted")  # address people as you were given them
+    if decision.pseudonym_agreement != issued_under:
+        # Address people as you were given them: by internal id where you see them
+        # identified, by the pseudonym of the agreement you are reading under, not another's
+        # (which would link the separate pseudonyms of two agreements).
+        raise not_found("reference_form_not_granted")
     [record] = disclose_subjects(
         session, keyring(extensions.keys()), caller.agency_code, [(subject, decision)], now
     )
@@ -157,12 +160,13 @@ def search_subject(body: dict) -> dict:
     return record
 
 
-def _resolve_ref(ref: str, agency: str, now: datetime) -> tuple[str | None, bool]:
+def _resolve_ref(ref: str, agency: str, now: datetime) -> tuple[str | None, str | None]:
+    """(subject id, the agreement a pseudonym was issued under; None for an internal id)."""
     if ref.startswith("psn"):
         grace = timedelta(days=extensions.config().pseudonym_grace_days)
         resolved = resolve_pseudonym(extensions.database().session, ref, agency, grace, now)
-        return (resolved[0] if resolved else None), True
-    return (ref if len(ref) == 36 else None), False
+        return resolved if resolved else (None, None)
+    return (ref if len(ref) == 36 else None), None
 
 
 def _note_disclosures(decided: list) -> None:

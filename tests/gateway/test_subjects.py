@@ -270,6 +270,29 @@ def test_pseudonyms_are_indexed_once(api, app, pseudonymised_agreement):
     assert "INSERT INTO PSEUDONYM_INDEX" not in statements, statements
 
 
+def test_a_pseudonym_works_only_under_the_agreement_it_was_issued_for(
+    api, app, db, tmp_path, pseudonymised_agreement
+):
+    """A recipient of two agreements holds two unlinkable pseudonyms per person: one read
+    under the other agreement's purpose would answer with the other, linking them."""
+    second = tmp_path / "second-profile.yaml"
+    second.write_text(
+        PSEUDONYMISED_AGREEMENT.replace("id: test-area-profile", "id: second-profile")
+        .replace("pre-cj-referral", "housing-planning")
+    )
+    load_agreement_files(db, [second])
+    db.commit()
+    app.extensions["gateway.agreements"].forget()
+    first = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral"))
+    other = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="housing-planning"))
+    assert first and not {r["ref"] for r in first} & {r["ref"] for r in other}
+    for record in first:
+        path = f"/api/v1/subjects/{record['ref']}"
+        assert api("VSP-HOUSING", "get", path, purpose="pre-cj-referral").status_code == 200
+        crossed = api("VSP-HOUSING", "get", path, purpose="housing-planning")
+        assert crossed.status_code == 404, crossed.get_json()
+
+
 def test_pseudonymised_recipient_cannot_use_internal_ids(api, db, pseudonymised_agreement):
     subject_id = db.scalar(sa.select(Subject.id).where(Subject.area_code == "BIR").limit(1))
     assert (
