@@ -30,6 +30,7 @@ from gateway.oauth import OAuth
 from gateway.openapi import init_api
 from gateway.problems import Problem, problem_response
 from gateway.sealer import start_sealer
+from gateway.services.pseudonymisation import record_key_versions_at_start
 
 log = logging.getLogger("gateway")
 
@@ -58,6 +59,9 @@ def create_app(config: Config | None = None) -> Flask:
 
     keys = load_keys(config.key_dir, production=config.production)
     database = Database(config.database_url)
+    # Keys are loaded once, here (a new version needs a restart): record which versions this
+    # start sees, so a version superseded by a newer one starts its grace period now.
+    record_key_versions_at_start(database, keys)
     app.extensions["gateway.keys"] = keys
     app.extensions["gateway.db"] = database
     app.extensions["gateway.oauth"] = OAuth(app, keys)

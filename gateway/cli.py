@@ -331,12 +331,18 @@ def keys() -> None:
 @keys.command("rotate")
 @click.option("--purpose", type=click.Choice(["pseudonym"]), default="pseudonym", show_default=True)
 def keys_rotate(purpose: str) -> None:
-    """Make a new pseudonymisation key version; old pseudonyms resolve during the grace period."""
+    """Make a new pseudonymisation key version; old pseudonyms resolve during the grace period.
+
+    Gateway processes load their keys when they start: restart them to issue the new version."""
     from gateway.services.pseudonymisation import rotate_pseudonym_key
 
     with session_scope() as (_, session):
         version = rotate_pseudonym_key(session, extensions.keys())
     click.echo(f"pseudonymisation key version {version} is now current")
+    click.echo(
+        "restart every gateway process now (gunicorn: kill -HUP <master pid>): running workers "
+        f"keep issuing version {version - 1} pseudonyms, which expire with its grace period"
+    )
 
 
 # --- audit ------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 
 from cryptography.hazmat.primitives import hashes, hmac
@@ -98,12 +98,3 @@ class Keyring:
         version = self.current if version is None else version
         return pseudonym_with_domain_key(self.domain_key(version, domain), version, subject_id)
 
-
-def rotation_map(
-    keyring: Keyring, old: int, new: int, domain: str, subject_ids: Iterable[str]
-) -> dict[str, str]:
-    """{old pseudonym: new pseudonym} for one domain, to tell a recipient how its ids change."""
-    return {
-        keyring.pseudonym(domain, subject_id, old): keyring.pseudonym(domain, subject_id, new)
-        for subject_id in subject_ids
-    }

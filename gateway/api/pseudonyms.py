@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from marshmallow import fields, validate
 
 from gateway import extensions
@@ -32,7 +34,10 @@ class RotationSchema(StrictSchema):
 @blp.response(200, RotationSchema)
 @requires_scope("subjects:read")
 def rotation(query: dict) -> dict:
-    """Map each pseudonym you were given under `from_version` to its current form."""
+    """Map each pseudonym you were given under `from_version` to its current form.
+
+    Only pseudonyms you could still use are mapped: within the old version's grace period,
+    given under an agreement in force that you are a party to."""
     caller = current_caller()
     note_access(
         action="read",
@@ -43,7 +48,13 @@ def rotation(query: dict) -> dict:
     )
     keys = extensions.keys()
     mapping = rotation_map_for(
-        extensions.database().session, keys, caller.agency_code, query["from_version"]
+        extensions.database().session,
+        keys,
+        extensions.agreements().current(),
+        caller.agency_code,
+        query["from_version"],
+        timedelta(days=extensions.config().pseudonym_grace_days),
+        datetime.now(UTC),
     )
     return {
         "from_version": query["from_version"],

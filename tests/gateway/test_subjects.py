@@ -3,6 +3,7 @@ records outside the caller's agreements indistinguishable from records that do n
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import uuid
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from gateway.agreement_store import load_agreement_files
+from gateway.agreement_store import load_agreement_files, retire_agreement
+from gateway.keys import load_from_environment
 from gateway.models import PseudonymKeyVersion, Subject, SubjectIdentifier
-from gateway.services.pseudonymisation import rotate_pseudonym_key
+from gateway.services.pseudonymisation import record_key_versions_at_start, rotate_pseudonym_key
 from tests.sql import statements_sent
 
 CASE = "iom-case-management"
@@ -350,6 +352,116 @@ def test_key_rotation_keeps_old_pseudonyms_for_the_grace_period(
     finally:
         keys.pseudonym_keys.pop(new_version)
         (Path(keys.directory) / f"pseudonym-v{new_version}.key").unlink()
+
+
+def rotation_map(api, from_version: int) -> dict[str, str]:
+    response = api(
+        "VSP-HOUSING",
+        "get",
+        f"/api/v1/pseudonyms/rotation?from_version={from_version}",
+        purpose="pre-cj-referral",
+    )
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["pseudonyms"]
+
+
+def status_of(api, ref: str) -> int:
+    return api(
+        "VSP-HOUSING", "get", f"/api/v1/subjects/{ref}", purpose="pre-cj-referral"
+    ).status_code
+
+
+def age_key_version(app, db, version: int) -> None:
+    """Time passes: a version recorded as superseded was superseded beyond the grace period."""
+    grace = timedelta(days=app.config["GATEWAY"].pseudonym_grace_days)
+    db.execute(
+        sa.update(PseudonymKeyVersion)
+        .where(
+            PseudonymKeyVersion.version == version, PseudonymKeyVersion.superseded_at.is_not(None)
+        )
+        .values(superseded_at=datetime.now(UTC) - grace - timedelta(days=1))
+    )
+    db.commit()
+
+
+def test_rotation_map_gives_pseudonyms_that_resolve(api, app, db, pseudonymised_agreement):
+    """A recipient that rotates straight from the map, before any list hands it the new
+    pseudonyms, can use them at once."""
+    old = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral"))
+    keys = app.extensions["gateway.keys"]
+    old_version = keys.pseudonym_key_version
+    new_version = rotate_pseudonym_key(db, keys)
+    db.commit()
+    try:
+        mapping = rotation_map(api, old_version)
+        for record in old:
+            new = mapping[record["ref"]]
+            assert new.startswith(f"psn{new_version}_")
+            again = api("VSP-HOUSING", "get", f"/api/v1/subjects/{new}", purpose="pre-cj-referral")
+            assert again.status_code == 200 and again.get_json()["ref"] == new
+    finally:
+        keys.pseudonym_keys.pop(new_version)
+        (Path(keys.directory) / f"pseudonym-v{new_version}.key").unlink()
+
+
+@pytest.mark.parametrize("ended_by", ["grace-period", "retired-agreement"])
+def test_rotation_map_leaves_out_pseudonyms_that_no_longer_resolve(
+    api, app, db, pseudonymised_agreement, ended_by
+):
+    old = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral"))
+    keys = app.extensions["gateway.keys"]
+    old_version = keys.pseudonym_key_version
+    new_version = rotate_pseudonym_key(db, keys)
+    db.commit()
+    try:
+        assert {r["ref"] for r in old} <= set(rotation_map(api, old_version))
+        if ended_by == "grace-period":
+            age_key_version(app, db, old_version)
+        else:
+            retire_agreement(db, "test-area-profile")
+            db.commit()
+            app.extensions["gateway.agreements"].forget()
+        for record in old:
+            assert status_of(api, record["ref"]) == 404
+        assert not {r["ref"] for r in old} & set(rotation_map(api, old_version))
+    finally:
+        keys.pseudonym_keys.pop(new_version)
+        (Path(keys.directory) / f"pseudonym-v{new_version}.key").unlink()
+
+
+def test_environment_key_rotation_expires_old_pseudonyms_after_the_grace_period(
+    api, app, db, pseudonymised_agreement, monkeypatch
+):
+    """Production keys: the operator adds version 2 to GATEWAY_PSEUDONYM_KEYS and restarts
+    (`keys rotate` refuses them). The start that first sees version 2 supersedes version 1, so
+    version 1 pseudonyms resolve for the grace period and then no longer."""
+    directory_keys = app.extensions["gateway.keys"]
+    old = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral"))
+    assert {r["ref"][:5] for r in old} == {"psn1_"}
+    folder = Path(directory_keys.directory)
+    v1 = (folder / "pseudonym-v1.key").read_text().strip()
+    v2 = base64.b64encode(bytes(range(32))).decode()
+    monkeypatch.setenv("GATEWAY_TOKEN_SIGNING_KEY", (folder / "token-signing-v1.pem").read_text())
+    monkeypatch.setenv(
+        "GATEWAY_CHECKPOINT_SIGNING_KEY", (folder / "checkpoint-signing-v1.pem").read_text()
+    )
+    monkeypatch.setenv("GATEWAY_PSEUDONYM_KEYS", f"1:{v1},2:{v2}")
+    environment_keys = load_from_environment()
+    assert environment_keys is not None and environment_keys.directory is None
+    app.extensions["gateway.keys"] = environment_keys
+    try:
+        record_key_versions_at_start(app.extensions["gateway.db"], environment_keys)  # restart
+        new = items(
+            api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral")
+        )
+        assert {r["ref"][:5] for r in new} == {"psn2_"}
+        assert all(status_of(api, r["ref"]) == 200 for r in old)  # within the grace period
+        age_key_version(app, db, 1)
+        record_key_versions_at_start(app.extensions["gateway.db"], environment_keys)  # again
+        assert all(status_of(api, r["ref"]) == 404 for r in old)  # expired
+        assert all(status_of(api, r["ref"]) == 200 for r in new)
+    finally:
+        app.extensions["gateway.keys"] = directory_keys
 
 
 def test_providers_never_see_victims(api, pseudonymised_agreement):

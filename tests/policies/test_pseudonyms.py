@@ -11,7 +11,6 @@ from policies.pseudonyms import (
     pseudonym_domain,
     pseudonym_for,
     pseudonym_version,
-    rotation_map,
 )
 
 KEY_1 = bytes(range(32))
@@ -87,14 +86,3 @@ def test_keyring_matches_the_function_and_caches_derivation() -> None:
     assert "KEY" not in repr(ring) and KEY_1.hex() not in repr(ring)
     with pytest.raises(KeyError):
         ring.pseudonym(MENTOR, "s", version=9)
-
-
-def test_rotation_map() -> None:
-    ring = Keyring({1: KEY_1, 2: KEY_2}, current=2)
-    subjects = ["s1", "s2", "s3"]
-    mapping = rotation_map(ring, 1, 2, MENTOR, subjects)
-    assert mapping == {
-        pseudonym_for(KEY_1, 1, MENTOR, s): pseudonym_for(KEY_2, 2, MENTOR, s) for s in subjects
-    }
-    assert all(k.startswith("psn1_") and v.startswith("psn2_") for k, v in mapping.items())
-    assert rotation_map(ring, 1, 2, MENTOR, []) == {}
