@@ -126,7 +126,12 @@ def referral_view(
     subject_decision = decide_on_subject(
         policy, agency.code, agency.kind, "read", purpose, subject, now
     )
-    if subject_decision.permitted:
+    # Embedded only in the same form as the referral's subject_ref: a pseudonym of another
+    # agreement (or one beside an internal id) would link what the agreements keep apart.
+    if (
+        subject_decision.permitted
+        and subject_decision.pseudonym_agreement == decision.pseudonym_agreement
+    ):
         [record["subject"]] = disclose_subjects(
             session, ring, agency.code, [(subject, subject_decision)], now
         )
