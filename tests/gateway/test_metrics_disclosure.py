@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import date
+from fractions import Fraction
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,11 +21,13 @@ from gateway.services.metrics.disclosure import (
     TIME,
     UNIT,
     exposed_cells,
+    lower_bound,
     primary_suppression,
     protect,
     relations,
     release,
     round_to,
+    secondary_suppression,
     tabulate,
 )
 from gateway.services.metrics.figures import Entry, EntryFigures, Period, parse_unit_costs
@@ -241,18 +244,31 @@ def test_suppression_reaches_across_the_quarters_of_a_year():
 _P = (1 << 61) - 1
 
 
-def attacker(world, table, known) -> set:
+def attacker(world, table, known, values=None, lower=0) -> set:
     """Every published cell an attacker holding the `known` cells' exact values can compute.
 
     Independent of the gateway's own check, and complete for linear attacks: the unknowns are
     the people-level cells (quarter, area, unit, cohort, agency), which are never published;
     every known cell is the equation "the sum of its people-level cells = its value". A cell is
-    recovered when its own sum is a linear combination of known sums (dense elimination)."""
+    recovered when its own sum is a linear combination of known sums (dense elimination).
+
+    Given the true `values`, the attacker also uses what everyone knows of the withheld cells:
+    each is at least `lower` (1 person in a listed cell, 0 for other counts). A withheld cell
+    at its bound may be pinned there by the equations and the bounds together; a linear
+    programme over people-level changes that keep every known cell finds the bounds that can
+    be left (the others are pinned) and they join the equations."""
     base = _possible_base_cells(table)
 
     def vector(key):
         return [int(_covers(key, b)) for b in base]
 
+    pinned = set()
+    if values is not None:
+        pinned = _pinned_by_bounds(
+            [vector(k) for k in known],
+            [vector(k) for k in table if k not in known and values[k] <= lower],
+            [k for k in table if k not in known and values[k] <= lower],
+        )
     basis: list[tuple[int, list[int]]] = []  # (pivot, row) in reduced form
 
     def reduce(row):
@@ -263,7 +279,7 @@ def attacker(world, table, known) -> set:
                 row = [(a - factor * b) % _P for a, b in zip(row, known_row, strict=True)]
         return row
 
-    for key in known:
+    for key in [*known, *pinned]:
         row = reduce(vector(key))
         pivot = next((i for i, v in enumerate(row) if v), None)
         if pivot is None:
@@ -275,6 +291,91 @@ def attacker(world, table, known) -> set:
         ]
         basis.append((pivot, row))
     return {key for key in table if key not in known and not any(reduce(vector(key)))}
+
+
+def _pinned_by_bounds(known_rows, tight_rows, tight_keys) -> set:
+    """The tight cells (withheld, at their lower bound) no feasible change can move off it.
+
+    Changes d of the people-level cells that keep every known cell are the null space of the
+    known rows (exact elimination); a tight cell t may only grow (a_t.d >= 0). Maximise
+    sum(s_t) with s_t <= a_t.d and s_t <= 1 (floating-point simplex, Bland's rule): at the
+    optimum s_t is 1 for every tight cell that can move and 0 for the pinned ones."""
+    if not tight_rows:
+        return set()
+    null = _null_space(known_rows, len(tight_rows[0]))
+    if not null:
+        return set(tight_keys)
+    moves = [
+        [float(sum(a * b for a, b in zip(row, v, strict=True))) for v in null] for row in tight_rows
+    ]
+    n, m = len(null), len(tight_rows)
+    # variables: mu+ (n), mu- (n), s (m); rows: s_t - a_t.d <= 0, s_t <= 1
+    matrix, bounds = [], []
+    for t, move in enumerate(moves):
+        matrix.append([-x for x in move] + list(move) + [1.0 if i == t else 0.0 for i in range(m)])
+        bounds.append(0.0)
+    for t in range(m):
+        matrix.append([0.0] * (2 * n) + [1.0 if i == t else 0.0 for i in range(m)])
+        bounds.append(1.0)
+    x = _float_simplex([0.0] * (2 * n) + [1.0] * m, matrix, bounds)
+    return {key for key, s in zip(tight_keys, x[2 * n :], strict=True) if s < 0.5}
+
+
+def _null_space(rows, width) -> list[list[Fraction]]:
+    reduced: list[list[Fraction]] = []
+    pivots: list[int] = []
+    for row in rows:
+        row = [Fraction(v) for v in row]
+        for p, r in zip(pivots, reduced, strict=True):
+            if row[p]:
+                row = [a - row[p] * b for a, b in zip(row, r, strict=True)]
+        pivot = next((i for i, v in enumerate(row) if v), None)
+        if pivot is None:
+            continue
+        row = [v / row[pivot] for v in row]
+        reduced = [[a - r[pivot] * b for a, b in zip(r, row, strict=True)] for r in reduced]
+        reduced.append(row)
+        pivots.append(pivot)
+    out = []
+    for free in (i for i in range(width) if i not in pivots):
+        v = [Fraction(0)] * width
+        v[free] = Fraction(1)
+        for p, r in zip(pivots, reduced, strict=True):
+            v[p] = -r[free]
+        out.append(v)
+    return out
+
+
+def _float_simplex(objective, matrix, bounds, eps=1e-9):
+    """max objective.x, matrix.x <= bounds (>= 0), x >= 0; Bland's rule."""
+    m, n = len(matrix), len(objective)
+    tableau = [
+        [*row, *(1.0 if i == j else 0.0 for j in range(m)), b]
+        for i, (row, b) in enumerate(zip(matrix, bounds, strict=True))
+    ]
+    cost = [-v for v in objective] + [0.0] * (m + 1)
+    basic = [n + i for i in range(m)]
+    while True:
+        entering = next((j for j in range(n + m) if cost[j] < -eps), None)
+        if entering is None:
+            break
+        rows = [
+            (r[-1] / r[entering], basic[i], i) for i, r in enumerate(tableau) if r[entering] > eps
+        ]
+        leaving = min(rows)[2]
+        pivot = tableau[leaving]
+        pivot[:] = [v / pivot[entering] for v in pivot]
+        for i, r in enumerate(tableau):
+            if i != leaving and abs(r[entering]) > 0:
+                f = r[entering]
+                r[:] = [a - f * b for a, b in zip(r, pivot, strict=True)]
+        f = cost[entering]
+        cost[:] = [a - f * b for a, b in zip(cost, pivot, strict=True)]
+        basic[leaving] = entering
+    x = [0.0] * (n + m)
+    for i, var in enumerate(basic):
+        x[var] = tableau[i][-1]
+    return x[:n]
 
 
 def _possible_base_cells(table) -> list:
@@ -324,7 +425,10 @@ def assert_no_disclosure(world, rules=RULES):
     protected = protect(2015, tabulate(world), rules)
     released = released_everywhere(protected, rules)
     for measure in MEASURES:
-        recovered = attacker(world, protected.table, released[measure])
+        values = {k: getattr(v, measure) for k, v in protected.table.items()}
+        recovered = attacker(
+            world, protected.table, released[measure], values, lower_bound(measure)
+        )
         assert not recovered, (measure, sorted(recovered)[:3])
     for key, totals in protected.table.items():
         figures = release(protected, key, rules)
@@ -395,6 +499,98 @@ def test_every_query_at_once_reveals_nothing_on_a_mixed_world():
     assert_no_disclosure(world)
 
 
+def _hccu_world():
+    """The pattern a reviewer found: HCCU has 20 people managed by CRC, 1 by NPS and 1 by
+    VSP-MENTOR, and neither of the two reoffends. Force-wide figures are not rounded, so when
+    only the two small cells are withheld beside a released CRC cell, the cohort total leaves
+    2 people and 0 reoffenders for them: two listed (so non-empty) cells, each exactly 1
+    person, neither a reoffender."""
+    return (
+        group(60, reoffenders=20, cohort="PPO")
+        + group(40, reoffenders=10, cohort="PPO", agency="NPS", area="COV")
+        + group(30, reoffenders=10, cohort="PPO", agency="VSP-MENTOR")
+        + group(50, reoffenders=15, cohort="SAC", area="COV")
+        + group(30, reoffenders=10, cohort="SAC", agency="NPS")
+        + group(35, reoffenders=10, cohort="SAC", agency="VSP-MENTOR", area="COV")
+        + group(20, reoffenders=10, cohort="HCCU")
+        + group(1, cohort="HCCU", agency="NPS")
+        + group(1, cohort="HCCU", agency="VSP-MENTOR", area="COV")
+    )
+
+
+def test_withheld_cells_are_not_pinned_by_their_bounds():
+    """Regression: two withheld cells whose published total equals the sum of their lower
+    bounds (1 person each; 0 reoffenders each) are given away by that total alone. The
+    gateway must withhold a cell with room to move beside them."""
+    protected = assert_no_disclosure(_hccu_world())
+    hccu = {a: ("Q1", ALL, ALL, "HCCU", a) for a in ("CRC", "NPS", "VSP-MENTOR")}
+    total = ("Q1", ALL, ALL, "HCCU", ALL)
+    for measure in ("people", "reoffenders"):
+        withheld = protected.suppressed[measure]
+        assert hccu["NPS"] in withheld and hccu["VSP-MENTOR"] in withheld
+        hidden = [k for k in hccu.values() if k in withheld]
+        if total not in withheld:  # what the total leaves for them is not just their bounds
+            left = getattr(protected.table[total], measure) - sum(
+                getattr(protected.table[k], measure) for k in hccu.values() if k not in withheld
+            )
+            assert left > lower_bound(measure) * len(hidden), (measure, hidden, left)
+    # Suppression that ignores the bounds (no value is below -1) leaves the old pattern; the
+    # equations alone give nothing back, the bounds give the two cells back exactly.
+    table, rels = protected.table, relations(protected.table)
+    primary = primary_suppression(table, RULES)
+    for measure in ("people", "reoffenders"):
+        values = {k: getattr(v, measure) for k, v in table.items()}
+        unaware = secondary_suppression(rels, values, primary[measure], lower=-1)
+        known = set(table) - unaware
+        assert attacker(None, table, known) == set()
+        recovered = attacker(None, table, known, values, lower_bound(measure))
+        assert {hccu["NPS"], hccu["VSP-MENTOR"]} <= recovered, measure
+        assert exposed_cells(rels, set(unaware), values, lower_bound(measure)) == recovered
+
+
+def test_random_worlds_pin_no_withheld_cell():
+    """Worlds like the reviewer's search (eight cohorts of very different sizes, three
+    agencies, four quarters, 150-600 people): no withheld cell is pinned by the relations
+    and the bounds together, checked by the gateway's own exact test with nothing added."""
+    import random
+
+    areas = {"BIR": ["BIR-N", "BIR-S"], "COV": ["COV-N"], "DUD": ["DUD-N"], "SAN": ["SAN-E"]}
+    cohorts = ["PPO", "HCCU", "SAC", "DA", "CSE", "GANG", "FEMALE", "YOUTH"]
+    agencies = ["CRC", "NPS", "VSP-MENTOR"]
+    for seed in range(12):
+        rng = random.Random(seed)
+        cohort_weights = [rng.random() ** 3 for _ in cohorts]
+        agency_weights = [rng.random() ** 2 for _ in agencies]
+        world = []
+        for i in range(rng.randint(150, 600)):
+            area = rng.choice(list(areas))
+            quarter = rng.randint(1, 4)
+            entry = Entry(
+                f"r{seed}-{i}",
+                date(2015, 3 * quarter - 2, 10),
+                area,
+                rng.choice(areas[area]),
+                rng.choices(cohorts, cohort_weights)[0],
+                rng.choices(agencies, agency_weights)[0],
+            )
+            after = rng.randint(1, 3) if rng.random() < 0.4 else 0
+            world.append(EntryFigures(entry, 1, after, 100, 100 * after))
+        table = tabulate(world)
+        protected = protect(2015, table, RULES)
+        rels = relations(table)
+        for measure in MEASURES:
+            values = {k: getattr(v, measure) for k, v in table.items()}
+            hidden = set(protected.suppressed[measure])
+            assert not exposed_cells(rels, hidden, values, lower_bound(measure)), (seed, measure)
+            for relation in rels:  # the reviewer's own test: no released total leaves bounds
+                inside = [k for k in relation.members if k in hidden]
+                if inside and relation.total not in hidden:
+                    left = values[relation.total] - sum(
+                        values[k] for k in relation.children if k not in hidden
+                    )
+                    assert left > lower_bound(measure) * len(inside), (seed, measure, inside)
+
+
 BASE_CELLS = list(
     itertools.product(
         [("BIR", "BIR-N"), ("BIR", "BIR-S"), ("COV", "COV-N")],
@@ -442,6 +638,14 @@ def test_no_combination_of_queries_discloses_on_random_worlds(world):
     table = tabulate(world)
     primary = primary_suppression(table, RULES)["people"]
     assert exposed_cells(relations(table), primary) == attacker(world, table, set(table) - primary)
+    # and with the lower bounds (1 person in a listed cell, no negative count) on both sides
+    for measure in ("people", "reoffenders"):
+        hidden = primary_suppression(table, RULES)[measure]
+        values = {k: getattr(v, measure) for k, v in table.items()}
+        lower = lower_bound(measure)
+        assert exposed_cells(relations(table), hidden, values, lower) == attacker(
+            world, table, set(table) - hidden, values, lower
+        )
 
 
 # --- the same through HTTP ----------------------------------------------------------------
@@ -469,3 +673,37 @@ def test_differencing_over_http_fails_and_birmingham_sees_the_same_pattern(api, 
     assert year[("BIR", "DA")]["cohort_size"] is None  # the year holds only Q3: same cells
     birmingham = cells("LA-BIR", "period=2012Q3&group_by=cohort")
     assert birmingham == {k: v for k, v in by_cohort.items() if k[0] == "BIR"}
+
+
+def test_one_person_cells_cannot_be_worked_out_from_force_wide_figures(api, people, unit_costs):  # noqa: F811
+    """Regression over HTTP (2012Q2, no demo data): HCCU has 20 people managed by CRC, 1 by
+    NPS and 1 by VSP-MENTOR. The cohort's force-wide total is released unrounded, so the
+    withheld agency cells must not be the only unknowns left at their bounds."""
+    start = date(2012, 4, 16)
+    offence = [("burglary_dwelling", date(2012, 6, 1))]
+    for cohort, agency, n, reoffenders, area, unit in [
+        ("PPO", "CRC", 60, 20, "BIR", "BIR-N"),
+        ("PPO", "NPS", 40, 10, "COV", "COV-N"),
+        ("PPO", "VSP-MENTOR", 30, 10, "BIR", "BIR-N"),
+        ("SAC", "CRC", 50, 15, "COV", "COV-N"),
+        ("SAC", "NPS", 30, 10, "BIR", "BIR-N"),
+        ("SAC", "VSP-MENTOR", 35, 10, "COV", "COV-N"),
+        ("HCCU", "CRC", 20, 10, "BIR", "BIR-N"),
+        ("HCCU", "NPS", 1, 0, "BIR", "BIR-N"),
+        ("HCCU", "VSP-MENTOR", 1, 0, "COV", "COV-N"),
+    ]:
+        where = {"cohort": cohort, "agency": agency, "area": area, "unit": unit}
+        people.many(reoffenders, start=start, offences=offence, **where)
+        people.many(n - reoffenders, start=start, **where)
+
+    def cells(query):
+        return api("WMP", "get", f"{URL}?{query}", purpose=PERF).get_json()["cells"]
+
+    by_agency = cells("period=2012Q2&cohort=HCCU&group_by=agency")
+    (total,) = cells("period=2012Q2&cohort=HCCU")
+    for figure, lower in (("cohort_size", 1), ("reoffenders", 0)):
+        hidden = [c["agency"] for c in by_agency if c[figure] is None]
+        assert {"NPS", "VSP-MENTOR"} <= set(hidden), figure
+        if total[figure] is not None:
+            left = total[figure] - sum(c[figure] for c in by_agency if c[figure] is not None)
+            assert left > lower * len(hidden), (figure, hidden, left)

@@ -39,7 +39,9 @@ Disclosure control (disclosure.py)
    is under 30 (GATEWAY_METRICS_MIN_RATE_BASE), or when their numerator or denominator is
    itself withheld (a rate beside a released count would give the withheld one back).
 4. Secondary suppression: no suppressed cell can be recovered from a total and its siblings,
-   nor from any combination of released figures. See "Why filters cannot difference" below.
+   nor from any combination of released figures, nor from those together with what anyone
+   knows of a withheld value: a listed cell has at least one person (empty cells are not
+   listed) and no count is negative. See "Why filters cannot difference" below.
 
 Why filters cannot difference (the design)
 ------------------------------------------
@@ -61,8 +63,12 @@ same table (it is always given the area dimension), never a figure that also cov
 areas. Ranges of periods (from/to) return each period's cells, never a sum over the range.
 
 Limits, stated: protection is against exact recovery; a determined attacker can still narrow
-a suppressed value to an interval (rounding widens it). Figures of provisional periods change
-as offences are recorded, and comparing releases over time can reveal a change in a cell.
+a suppressed value to an interval (rounding widens it), which can be narrow (1 or 2 people).
+The check knows the sum relations and those lower bounds; it does not model constraints
+between measures (reoffenders <= people, offences >= reoffenders) or the non-negativity of
+the unpublished cross-classifications (area by cohort by agency), which can narrow ranges.
+Figures of provisional periods change as offences are recorded, and comparing releases over
+time can reveal a change in a cell.
 """
 
 from __future__ import annotations

@@ -20,7 +20,11 @@ primary suppression marks small values; secondary suppression then makes sure th
 relation contains exactly one suppressed cell (else total minus siblings gives it back), and
 an exact check over all relations at once (Gaussian elimination over the suppressed cells)
 confirms that no suppressed value is a linear combination of released ones; if one is, a
-further cell is suppressed and the check repeats. The check assumes released values are
+further cell is suppressed and the check repeats. The check also uses the lower bounds
+everyone knows (a listed cell has at least one person, no count is negative): hidden cells
+that the relations pin to those bounds (two withheld 1-person cells beside a total that
+leaves 2; withheld reoffender cells that must add up to 0) count as recovered, and a
+complement with room to move is suppressed beside them. The check assumes released values are
 exact, so it does not rely on rounding. Costs follow the pattern of their offence counts
 (same relations, same suppressed cells, so the same guarantee).
 """
@@ -182,16 +186,28 @@ def primary_suppression(table: Mapping[Key, Totals], rules: DisclosureRules) -> 
     }
 
 
+def lower_bound(measure: str) -> int:
+    """What anyone knows a withheld value is at least: every listed cell has somebody in it
+    (empty cells are not listed), and no count is negative."""
+    return 1 if measure == "people" else 0
+
+
 def _complement(
-    relation: Relation, values: Mapping[Key, int], suppressed: set[Key], prefer: frozenset[Key]
+    relation: Relation,
+    values: Mapping[Key, int],
+    suppressed: set[Key],
+    prefer: frozenset[Key],
+    lower: int = 0,
 ) -> Key:
-    """The cell to suppress beside a lone suppressed one: a child before the total, one already
-    withheld in another measure first (fewer cells with gaps), then the smallest non-zero."""
+    """The cell to suppress beside the suppressed ones: one with room to move (a value above
+    the lower bound, so the hidden cells together are not pinned to their bounds), a child
+    before the total, one already withheld in another measure first (fewer cells with gaps),
+    then the smallest."""
     candidates = [k for k in relation.members if k not in suppressed]
     return min(
         candidates,
         key=lambda k: (
-            values.get(k, 0) == 0,
+            values.get(k, 0) <= lower,
             k == relation.total,
             k not in prefer,
             values.get(k, 0),
@@ -205,8 +221,14 @@ def _pair_up(
     values: Mapping[Key, int],
     suppressed: set[Key],
     prefer: frozenset[Key],
+    lower: int = 0,
 ) -> None:
-    """Until no relation holds exactly one suppressed cell, suppress a complement in it."""
+    """Until no relation gives a suppressed cell away on its own, suppress a complement in it.
+
+    A relation gives cells away when it holds exactly one suppressed cell (total minus
+    siblings), or when its total is released and every suppressed child sits at its lower
+    bound: their known sum is then the sum of their bounds, so each is at its bound (two
+    withheld 1-person cells beside a released total that leaves 2)."""
     where: dict[Key, list[int]] = defaultdict(list)
     for index, relation in enumerate(rels):
         for key in relation.members:
@@ -214,15 +236,23 @@ def _pair_up(
     pending = list(range(len(rels)))
     while pending:
         relation = rels[pending.pop()]
-        hidden = sum(1 for k in relation.members if k in suppressed)
-        if hidden != 1:
+        hidden = [k for k in relation.members if k in suppressed]
+        if not hidden or len(hidden) == len(relation.members):
             continue
-        added = _complement(relation, values, suppressed, prefer)
+        pinned = relation.total not in suppressed and all(values.get(k, 0) <= lower for k in hidden)
+        if len(hidden) != 1 and not pinned:
+            continue
+        added = _complement(relation, values, suppressed, prefer, lower)
         suppressed.add(added)
         pending.extend(where[added])
 
 
-def exposed_cells(rels: Iterable[Relation], suppressed: set[Key]) -> set[Key]:
+def exposed_cells(
+    rels: Iterable[Relation],
+    suppressed: set[Key],
+    values: Mapping[Key, int] | None = None,
+    lower: int = 0,
+) -> set[Key]:
     """The suppressed cells whose value follows exactly from the released ones.
 
     Every relation is an equation in the suppressed cells it contains (the released ones are
@@ -232,10 +262,19 @@ def exposed_cells(rels: Iterable[Relation], suppressed: set[Key]) -> set[Key]:
     no growing fractions): that can report a cell recoverable that is not (the safe side);
     the other way round would need the prime to divide a minor of this 0/1/-1 matrix, which is
     vanishingly unlikely. The tests cross-check it against an independent attacker.
+
+    Given the true `values`, the attacker also knows that every suppressed value is at least
+    `lower` (`lower_bound`). Those inequalities can pin cells that the equations alone do not
+    (`pinned_at_bounds`); the cells they pin count as known, and so does whatever then
+    follows from the equations.
     """
+    rels = list(rels)
+    pinned = pinned_at_bounds(rels, suppressed, values, lower) if values is not None else set()
     index: dict[Key, int] = {}
     pivots: dict[int, dict[int, int]] = {}
     holders: dict[int, set[int]] = defaultdict(set)  # column -> pivots whose row holds it
+    for key in sorted(pinned):
+        _insert({index.setdefault(key, len(index)): 1}, pivots, holders)
     for relation in rels:
         row: dict[int, int] = {}
         if relation.total in suppressed:
@@ -247,6 +286,157 @@ def exposed_cells(rels: Iterable[Relation], suppressed: set[Key]) -> set[Key]:
             _insert(row, pivots, holders)
     keys = {i: k for k, i in index.items()}
     return {keys[col] for col, row in pivots.items() if len(row) == 1}
+
+
+def pinned_at_bounds(
+    rels: Iterable[Relation], suppressed: set[Key], values: Mapping[Key, int], lower: int
+) -> set[Key]:
+    """The suppressed cells that the equations and the lower bounds together pin to the bound.
+
+    The attacker's feasible set is {y : every relation holds, every suppressed y >= lower},
+    and the true table is in it. A bound y_c >= lower holds with equality all over that set
+    exactly when some combination of the equations reads sum(r_i * y_i) = sum(r_i * lower)
+    with every r_i >= 0 and r_c > 0 (Farkas); the true values satisfy it, so such an r only
+    involves cells that are at their bound ("tight"). So: eliminate, exactly over the
+    rationals, the suppressed cells above their bound first; the rows left hold tight cells
+    only and span every such combination; the cells pinned are the largest support of a
+    non-negative vector in their span. Every other bound can then be left strictly at once,
+    so the feasible set spans the solutions of the equations with the pinned cells fixed,
+    and elimination decides the rest (`exposed_cells`).
+    """
+    tight = {k for k in suppressed if values.get(k, 0) <= lower}
+    if not tight:
+        return set()
+    loose = sorted(suppressed - tight)
+    order = loose + sorted(tight)  # loose columns first: they are eliminated first
+    index = {k: i for i, k in enumerate(order)}
+    pivots: dict[int, dict[int, int]] = {}
+    holders: dict[int, set[int]] = defaultdict(set)
+    for relation in rels:
+        row = {
+            index[k]: 1 if k == relation.total else -1 for k in relation.members if k in suppressed
+        }
+        if row:
+            _insert_exact(row, pivots, holders)
+    # A pivot is the smallest column of its row, so a row with a tight pivot holds tight only.
+    basis = [row for col, row in pivots.items() if col >= len(loose)]
+    pinned: set[int] = set()
+    for group in _connected(basis):
+        pinned |= _largest_nonnegative_support(group)
+    return {order[col] for col in pinned}
+
+
+def _connected(rows: list[dict[int, int]]) -> list[list[dict[int, int]]]:
+    """The rows in groups that share no column (independent parts of the problem)."""
+    parent = list(range(len(rows)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[int, int] = {}
+    for i, row in enumerate(rows):
+        for col in row:
+            if col in owner:
+                parent[find(i)] = find(owner[col])
+            else:
+                owner[col] = i
+    groups: dict[int, list[dict[int, int]]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        groups[find(i)].append(row)
+    return list(groups.values())
+
+
+def _largest_nonnegative_support(rows: list[dict[int, int]]) -> set[int]:
+    """The columns where some non-negative combination of `rows` is non-zero.
+
+    The rows are in reduced row echelon form: each row's pivot (its smallest column) is
+    positive and in no other row, so a non-negative combination has coefficients >= 0. The
+    support S found so far always carries a non-negative vector w that is positive on all of
+    S; anything non-negative outside S becomes non-negative everywhere once enough w is added,
+    so only columns outside S constrain. Repeat: a row non-negative outside S joins S; a row
+    negative in a column outside S where no other row is positive must get 0 and goes; when
+    neither applies, a linear programme (maximise the combination's sum outside S, coefficients
+    >= 0 summing to at most 1, the combination >= 0 outside S) finds a combination reaching a
+    new column, or proves there is none."""
+    support: set[int] = set()
+    live = list(rows)
+    while live:
+        joining = [row for row in live if all(v > 0 or c in support for c, v in row.items())]
+        if joining:
+            for row in joining:
+                support.update(row)
+            live = [row for row in live if not all(c in support for c in row)]
+            continue
+        positive = support | {c for row in live for c, v in row.items() if v > 0}
+        kept = [row for row in live if all(v > 0 or c in positive for c, v in row.items())]
+        if len(kept) < len(live):
+            live = kept
+            continue
+        found = _reaching_combination(live, support)
+        if not found:
+            break
+        support |= found
+        live = [row for row in live if not all(c in support for c in row)]
+    return support
+
+
+def _reaching_combination(rows: list[dict[int, int]], support: set[int]) -> set[int]:
+    """The columns outside `support` where a best combination of `rows` (coefficients >= 0,
+    at most 1 in all, the combination >= 0 outside `support`) is positive; empty if none."""
+    columns = sorted({c for row in rows for c in row} - support)
+    matrix = [[Fraction(-row.get(c, 0)) for row in rows] for c in columns]  # -combination <= 0
+    matrix.append([Fraction(1)] * len(rows))  # sum of the coefficients <= 1
+    bounds = [Fraction(0)] * len(columns) + [Fraction(1)]
+    objective = [Fraction(sum(v for c, v in row.items() if c not in support)) for row in rows]
+    weights = _simplex(objective, matrix, bounds)
+    combination = {
+        c: sum(w * row.get(c, 0) for w, row in zip(weights, rows, strict=True)) for c in columns
+    }
+    return {c for c, v in combination.items() if v > 0}
+
+
+def _simplex(
+    objective: list[Fraction], matrix: list[list[Fraction]], bounds: list[Fraction]
+) -> list[Fraction]:
+    """A maximum of objective.x subject to matrix.x <= bounds and x >= 0, where bounds >= 0
+    (x = 0 is feasible: one phase) and the maximum is finite. Exact arithmetic; Bland's rule,
+    so degenerate steps cannot cycle."""
+    m, n = len(matrix), len(objective)
+    tableau = [
+        [*row, *(Fraction(int(i == j)) for j in range(m)), bound]
+        for i, (row, bound) in enumerate(zip(matrix, bounds, strict=True))
+    ]
+    cost = [-v for v in objective] + [Fraction(0)] * (m + 1)
+    basic = [n + i for i in range(m)]
+    while True:
+        entering = next((j for j in range(n + m) if cost[j] < 0), None)
+        if entering is None:
+            break
+        candidates = [
+            (row[-1] / row[entering], basic[i], i)
+            for i, row in enumerate(tableau)
+            if row[entering] > 0
+        ]
+        if not candidates:
+            raise ArithmeticError("unbounded linear programme")
+        leaving = min(candidates)[2]
+        pivot_row = tableau[leaving]
+        scale = pivot_row[entering]
+        pivot_row[:] = [v / scale for v in pivot_row]
+        for i, row in enumerate(tableau):
+            if i != leaving and row[entering]:
+                factor = row[entering]
+                row[:] = [a - factor * b for a, b in zip(row, pivot_row, strict=True)]
+        factor = cost[entering]
+        cost[:] = [a - factor * b for a, b in zip(cost, pivot_row, strict=True)]
+        basic[leaving] = entering
+    solution = [Fraction(0)] * (n + m)
+    for i, var in enumerate(basic):
+        solution[var] = tableau[i][-1]
+    return solution[:n]
 
 
 def _axpy(target: dict[int, int], factor: int, row: Mapping[int, int]) -> None:
@@ -282,28 +472,76 @@ def _insert(
         holders[col].add(pivot)
 
 
+def _insert_exact(
+    row: dict[int, int], pivots: dict[int, dict[int, int]], holders: dict[int, set[int]]
+) -> None:
+    """`_insert` over the rationals, kept in integers: each row is scaled to coprime entries
+    with a positive pivot (scaling by a positive number changes no sign, which is all that
+    `_largest_nonnegative_support` needs)."""
+    for col in [c for c in row if c in pivots]:
+        row = _combine(row, pivots[col], col)
+    if not row:
+        return
+    pivot = min(row)
+    row = _normalised(row, pivot)
+    for other in list(holders.get(pivot, ())):
+        before = set(pivots[other])
+        pivots[other] = _normalised(_combine(pivots[other], row, pivot), other)
+        for col in before - set(pivots[other]):
+            holders[col].discard(other)
+        for col in set(pivots[other]) - before:
+            holders[col].add(other)
+    pivots[pivot] = row
+    for col in row:
+        holders[col].add(pivot)
+
+
+def _combine(target: dict[int, int], row: Mapping[int, int], col: int) -> dict[int, int]:
+    """row[col] * target - target[col] * row (col drops out; row[col] > 0 keeps the signs)."""
+    scale, factor = row[col], target[col]
+    out = {c: scale * v for c, v in target.items()}
+    for c, v in row.items():
+        updated = out.get(c, 0) - factor * v
+        if updated:
+            out[c] = updated
+        else:
+            out.pop(c, None)
+    return out
+
+
+def _normalised(row: dict[int, int], pivot: int) -> dict[int, int]:
+    divisor = math.gcd(*row.values()) * (1 if row[pivot] > 0 else -1)
+    return {c: v // divisor for c, v in row.items()}
+
+
 def secondary_suppression(
     rels: list[Relation],
     values: Mapping[Key, int],
     primary: set[Key],
     prefer: frozenset[Key] = frozenset(),
+    lower: int = 0,
 ) -> frozenset[Key]:
-    """Extend `primary` until no suppressed cell can be recovered from the released cells."""
+    """Extend `primary` until no suppressed cell can be recovered from the released cells,
+    the relations among them and the lower bound every suppressed value is known to have."""
     suppressed = set(primary)
     where: dict[Key, list[Relation]] = defaultdict(list)
     for relation in rels:
         for key in relation.members:
             where[key].append(relation)
+
+    def stuck(relation: Relation) -> bool:  # nothing left in it with room to move
+        return all(values.get(k, 0) <= lower for k in relation.members if k not in suppressed)
+
     while True:
-        _pair_up(rels, values, suppressed, prefer)
-        exposed = exposed_cells(rels, suppressed)
+        _pair_up(rels, values, suppressed, prefer, lower)
+        exposed = exposed_cells(rels, suppressed, values, lower)
         if not exposed:
             return frozenset(suppressed)
         for key in sorted(exposed):
             options = [r for r in where[key] if any(k not in suppressed for k in r.members)]
             if options:
-                relation = min(options, key=lambda r: r.total)
-                suppressed.add(_complement(relation, values, suppressed, prefer))
+                relation = min(options, key=lambda r: (stuck(r), r.total))
+                suppressed.add(_complement(relation, values, suppressed, prefer, lower))
             else:  # every neighbour already hidden: hide everything left (never reached in tests)
                 suppressed.update(values)
 
@@ -328,7 +566,11 @@ def protect(year: int, table: Mapping[Key, Totals], rules: DisclosureRules) -> P
     for measure in MEASURES:
         values = {k: getattr(v, measure) for k, v in table.items()}
         suppressed[measure] = secondary_suppression(
-            rels, values, primary[measure], prefer=suppressed.get("people", frozenset())
+            rels,
+            values,
+            primary[measure],
+            prefer=suppressed.get("people", frozenset()),
+            lower=lower_bound(measure),
         )
     return Protected(year, table, suppressed)
 
