@@ -88,6 +88,9 @@ def sync_caseload(body: dict) -> Any:
     again; the same key with a different batch is 422."""
     caller = current_caller()
     note_access(action="create", resource_type="caseload")
+    now = datetime.now(UTC)
+    policy = extensions.agreements().current()
+    agency = _syncing_agency(caller, policy, now)  # a replay too: it discloses the results again
     key = request.headers.get("Idempotency-Key")
     if key is not None:
         stored = idempotency.claim(
@@ -99,9 +102,6 @@ def sync_caseload(body: dict) -> Any:
             return idempotency.replay(stored)
 
     session = extensions.database().session
-    now = datetime.now(UTC)
-    policy = extensions.agreements().current()
-    agency = _syncing_agency(caller, policy, now)
     records = body["records"]
     snapshot_id = str(body["snapshot_id"]) if body.get("snapshot_id") else None
     details = {"mode": body["mode"], "atomic": body["atomic"], "snapshot_id": snapshot_id}

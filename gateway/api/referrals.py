@@ -139,12 +139,11 @@ def create_referral(body: dict) -> Any:
         stored = idempotency.claim(
             caller.agency_id, key, idempotency.fingerprint(g.purpose, request.get_json())
         )
-        if stored is not None:  # the replay discloses the person again: log whom
-            referral = _load(str(stored.body.get("ref", "")))
-            note_access(
-                subject_ids=[referral.subject_id] if referral is not None else [],
-                details={"referral": stored.body.get("ref")},
-            )
+        if stored is not None:
+            # The replay discloses the referral again: only while the caller may still read
+            # it (an agreement may have ended since), and logged with the person it names.
+            _, decision = _visible(caller, str(stored.body.get("ref", "")), "read")
+            note_permitted([decision]).reason = "idempotent_replay"
             return idempotency.replay(stored)
 
     session = extensions.database().session

@@ -261,9 +261,37 @@ def test_idempotent_retry_never_makes_a_second_referral(db, refer):
     )
     assert replayed["reason"] == "idempotent_replay"
     assert replayed["subject_ids"] == [first.get_json()["subject_ref"]]
+    assert replayed["agreement"].startswith("pre-cj-referral@") and "summary" in replayed["fields"]
     different = refer(key="retry-7f3a", urgency="urgent")
     assert different.status_code == 422
     assert db.scalar(count) == before + 1
+
+
+def test_an_idempotent_replay_discloses_only_what_may_still_be_read(app, api, db, refer, tmp_path):
+    """A retry replays the stored referral; once no agreement lets the caller read it (here
+    the agreement's new version has expired), the replay is refused like a read would be."""
+    from pathlib import Path
+
+    from gateway.agreement_store import load_agreement_files
+
+    first = refer(key="retry-expiry")
+    assert first.status_code == 201
+    yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    source = (Path(__file__).parents[2] / "policies/agreements/pre-cj-referral.yaml").read_text()
+    expired = tmp_path / "pre-cj-referral.yaml"
+    expired.write_text(
+        source.replace("version: 1", "version: 2")
+        .replace("valid_until: 2027-03-31", f"valid_until: {yesterday}")
+        .replace("review_by: 2026-06-30", f"review_by: {yesterday}")
+    )
+    load_agreement_files(db, [expired])
+    db.commit()
+    app.extensions["gateway.agreements"].forget()
+    ref = first.get_json()["ref"]
+    assert api("WMP", "get", f"/api/v1/referrals/{ref}", purpose=PRE_CJ).status_code == 404
+    replay = refer(key="retry-expiry")
+    assert replay.status_code == 404, replay.get_json()
+    assert "summary" not in replay.get_json()
 
 
 def test_stale_etag_and_missing_if_match(api, refer):
