@@ -19,6 +19,7 @@ from audit import query as audit_query
 from gateway import extensions
 from gateway.access import current_caller, note_access, requires_scope
 from gateway.api.base import ApiBlueprint
+from gateway.db import begin_read_phase
 from gateway.oauth import Caller
 from gateway.pagination import MAX_POSITION, decode_cursor, encode_cursor
 from gateway.problems import Problem
@@ -216,26 +217,27 @@ def export(query: dict) -> Response:
     """Sealed events in sequence order, streamed in constant memory; resume with `from_seq`."""
     require_auditor("export")
     note_access(details={"format": query["format"], "from_seq": query["from_seq"]})
-    session = _session()
-    lines = audit_query.export_events(session, query["from_seq"])
-    if query["format"] == "csv":
-        body, mimetype = _csv(lines), "text/csv"
-    else:
-        body = (
-            json.dumps(line, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n"
-            for line in lines
-        )
-        mimetype = "application/jsonl"
-    return Response(stream_with_context(_committing(body, session)), mimetype=mimetype)
+    mimetype = "text/csv" if query["format"] == "csv" else "application/jsonl"
+    return Response(
+        stream_with_context(_exported(query["format"], query["from_seq"])), mimetype=mimetype
+    )
 
 
-def _committing(chunks: Iterator[str], session, every: int = 2000) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """End the read transaction now and then so a long export never holds SQLite's lock."""
-    for count, chunk in enumerate(chunks, 1):
-        yield chunk
-        if count % every == 0:
-            session.commit()
-    session.commit()
+def _exported(format_: str, from_seq: int) -> Iterator[str]:
+    """The export's lines, read after the request's audit event was committed, on a session
+    of its own and outside any transaction: each chunk's query sees what is sealed by then
+    (the log only grows), and nothing is held while the client reads. In a transaction, a
+    client reading slowly would hold SQLite's write lock, and every other request, which
+    must write its audit event, would wait for it and fail."""
+    with extensions.database().session_factory() as session:
+        begin_read_phase(session)  # and never ended: it writes nothing
+        lines = audit_query.export_events(session, from_seq)
+        if format_ == "csv":
+            yield from _csv(lines)
+        else:
+            for line in lines:
+                text = json.dumps(line, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+                yield text + "\n"
 
 
 def _csv(lines: Iterator[dict]) -> Iterator[str]:

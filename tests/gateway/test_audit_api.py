@@ -181,6 +181,40 @@ def test_cli_export_comes_with_a_checkpoint_it_covers(api, app, seal, tmp_path, 
                         "--public-key", str(key)]) == 0
 
 
+def test_a_stalled_export_reader_holds_no_lock(tmp_path):
+    """The export streams after its request's audit event is committed; a client that stops
+    reading must not keep SQLite's write lock, which every other request needs to write its
+    own audit event (they would all wait, then fail)."""
+    import sqlite3
+
+    from flask import Flask
+    from sqlalchemy.orm import Session
+
+    from audit.models import AuditBase
+    from gateway.api.audit import _exported
+    from gateway.db import Database
+    from tests.audit.helpers import record_many, seal_all
+
+    path = tmp_path / "log.db"
+    database = Database(f"sqlite:///{path}")
+    AuditBase.metadata.create_all(database.engine)
+    with Session(database.engine) as session:
+        record_many(session, 5)
+        seal_all(session)
+        session.commit()
+    app = Flask(__name__)
+    app.extensions["gateway.db"] = database
+    with app.test_request_context():
+        stream = _exported("jsonl", 0)
+        assert json.loads(next(stream))["seq"] == 0  # read one line, then stall
+        writer = sqlite3.connect(path, timeout=0, isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")  # raises "database is locked" while one is held
+        writer.execute("ROLLBACK")
+        writer.close()
+        assert len(list(stream)) == 4
+    database.engine.dispose()
+
+
 def test_export_verifies_offline_and_tampering_is_located(api, app, seal, tmp_path):
     a_subject_read_by_police(api)
     seal()
