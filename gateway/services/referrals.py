@@ -367,8 +367,12 @@ def add_outcome(
 
 
 def mark_overdue(session: Session, agency_id: int, now: datetime) -> int:
-    """Tell referrers, once, about their referrals nobody accepted or declined in time."""
-    overdue = session.scalars(
+    """Tell referrers, once, about their referrals nobody accepted or declined in time.
+
+    Two feed reads at once both find a referral not yet told about: each claims it with an
+    update conditional on that, and only the one whose update took it tells (on PostgreSQL
+    the second update waits for the first to commit, then finds the condition false)."""
+    found = session.scalars(
         sa.select(Referral).where(
             Referral.from_agency_id == agency_id,
             Referral.status == "submitted",
@@ -376,8 +380,21 @@ def mark_overdue(session: Session, agency_id: int, now: datetime) -> int:
             Referral.overdue_notified_at.is_(None),
         )
     ).all()
+    if not found:
+        return 0
+    claimed = set(
+        session.scalars(
+            sa.update(Referral)
+            .where(
+                Referral.id.in_([referral.id for referral in found]),
+                Referral.overdue_notified_at.is_(None),
+            )
+            .values(overdue_notified_at=now)
+            .returning(Referral.id)
+        )
+    )
+    overdue = [referral for referral in found if referral.id in claimed]
     for referral in overdue:
-        referral.overdue_notified_at = now
         _tell(
             session,
             referral,
