@@ -82,6 +82,15 @@ def run_sealer_loop(app: Flask, interval: float, stop: threading.Event | None = 
             seal_until_idle(database, config, keys)
         except SQLAlchemyError as error:  # the database may be away; try again next round
             log.warning("sealing failed: %s", type(error).__name__)
+        except Exception as error:
+            # Anything else is a bug or a damaged log: say so, and keep trying, since the
+            # gateway goes on serving and every event it writes still needs sealing (an
+            # escaped exception would end this thread, and sealing, unseen).
+            log.error(
+                "sealing failed unexpectedly: %s",
+                type(error).__name__,
+                exc_info=bool(app.config.get("GATEWAY_LOG_TRACEBACKS")),
+            )
         stop.wait(interval)
 
 

@@ -181,6 +181,28 @@ def test_cli_export_comes_with_a_checkpoint_it_covers(api, app, seal, tmp_path, 
                         "--public-key", str(key)]) == 0
 
 
+def test_the_sealer_thread_survives_an_unexpected_error(app, monkeypatch, caplog):
+    """An escaped exception would end the thread, and sealing, while the gateway serves on."""
+    import threading
+
+    import gateway.sealer
+
+    rounds: list[int] = []
+    stop = threading.Event()
+
+    def seal_until_idle(database, config, keys):  # type: ignore[no-untyped-def]
+        rounds.append(1)
+        if len(rounds) == 1:
+            raise KeyError("a bug")
+        stop.set()
+        return 0
+
+    monkeypatch.setattr(gateway.sealer, "seal_until_idle", seal_until_idle)
+    gateway.sealer.run_sealer_loop(app, interval=0, stop=stop)
+    assert len(rounds) == 2  # it went on after the error
+    assert "sealing failed unexpectedly: KeyError" in caplog.text
+
+
 def test_a_stalled_export_reader_holds_no_lock(tmp_path):
     """The export streams after its request's audit event is committed; a client that stops
     reading must not keep SQLite's write lock, which every other request needs to write its
