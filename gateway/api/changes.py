@@ -102,8 +102,8 @@ def render_feed(
                 outcome_shown = True
                 subjects.add(referral.subject_id)
                 decisions.append(outcome_decision)
-        if change.outcome_id and not outcome_shown:
-            item["detail"] = {}
+        if change.referral_id and item["referral"] is None and not outcome_shown:
+            item["detail"] = {}  # the change's own words (a status, a consent) say too much
         if change.subject_id and (change.kind in CASELOAD_KINDS or (caseload and outcome_shown)):
             with_case.append((item, change.subject_id))
         items.append(item)

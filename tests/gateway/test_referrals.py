@@ -504,6 +504,11 @@ def test_change_feed_is_ordered_resumable_and_private(api, refer):
     assert (
         api("VSP-MENTOR", "get", "/api/v1/changes?since=forged", purpose=PRE_CJ).status_code == 400
     )
+    # Read under a purpose that does not show the referral, its changes say nothing of it:
+    # not even the status it moved to.
+    elsewhere = api("WMP", "get", f"/api/v1/changes?since={start}", purpose=DV).get_json()
+    about = [c for c in elsewhere["items"] if c["kind"].startswith("referral.")]
+    assert about and all(c["referral"] is None and c["detail"] == {} for c in about)
 
 
 def test_withdrawn_falls_back_to_pseudonymised_then_disappears_after_retention(api, db, refer):
