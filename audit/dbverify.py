@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.orm import Session
 
-from audit.checkpoint import CheckpointError, verify_checkpoint
+from audit.checkpoint import CheckpointError, key_id, verify_checkpoint
 from audit.events import CanonicalFormError, event_from_canonical, leaf_hash
 from audit.merkle import Frontier
 from audit.models import (
@@ -72,11 +72,16 @@ class VerifyReport:
 
 def verify_database(
     session: Session, public_key: Ed25519PublicKey, key_name: str | None = None,
-    *, chunk_size: int = 10_000, max_problems: int = 50,
+    *, older_keys: Sequence[Ed25519PublicKey] = (), chunk_size: int = 10_000,
+    max_problems: int = 50,
 ) -> VerifyReport:
-    """Check the whole log; `first_bad_seq` locates the earliest tampered leaf."""
+    """Check the whole log; `first_bad_seq` locates the earliest tampered leaf.
+
+    `older_keys`: the log's earlier checkpoint keys. Each checkpoint is checked against the
+    key its row names, so a log signed by one key and then another verifies."""
     report = VerifyReport()
-    _check_tree(session, public_key, key_name, chunk_size, report, max_problems)
+    keys = (public_key, *older_keys)
+    _check_tree(session, keys, key_name, chunk_size, report, max_problems)
     if len(report.problems) < max_problems:
         _check_rows(session, chunk_size, report, max_problems)
     return report
@@ -110,7 +115,7 @@ def _checkpoints(session: Session, chunk_size: int) -> Iterator[sa.Row]:
 
 
 def _check_tree(
-    session: Session, public_key: Ed25519PublicKey, key_name: str | None, chunk_size: int,
+    session: Session, keys: Sequence[Ed25519PublicKey], key_name: str | None, chunk_size: int,
     report: VerifyReport, max_problems: int,
 ) -> None:
     """Rebuild the tree from the bodies, comparing leaves, nodes and signed roots."""
@@ -124,7 +129,7 @@ def _check_tree(
         nonlocal pending
         while pending is not None and pending.tree_size <= frontier.size:
             if pending.tree_size == frontier.size:
-                _check_checkpoint(pending, frontier.root(), public_key, key_name, last,
+                _check_checkpoint(pending, frontier.root(), keys, key_name, last,
                                   roots_to_judge, report)
             pending = next(checkpoints, None)
 
@@ -168,13 +173,13 @@ def _recompute_leaf(seq: int, body: str | None, report: VerifyReport) -> bytes |
 
 
 def _check_checkpoint(
-    row: sa.Row, root: bytes, public_key: Ed25519PublicKey, key_name: str | None,
+    row: sa.Row, root: bytes, keys: Sequence[Ed25519PublicKey], key_name: str | None,
     last: dict[str, int], roots_to_judge: list[tuple[int, int]], report: VerifyReport,
 ) -> None:
     size = row.tree_size
     report.checkpoints_checked += 1
     try:
-        checkpoint = verify_checkpoint(row.note, public_key, key_name)
+        checkpoint = verify_checkpoint(row.note, _named_key(row, keys), key_name)
     except CheckpointError as exc:
         report.problem(f"checkpoint at size {size}: {exc}")
         return
@@ -191,6 +196,16 @@ def _check_checkpoint(
     if timestamp <= last["timestamp"]:
         report.problem(f"checkpoint at size {size}: timestamp does not increase")
     last["timestamp"] = timestamp
+
+
+def _named_key(row: sa.Row, keys: Sequence[Ed25519PublicKey]) -> Ed25519PublicKey:
+    """The key the checkpoint row names by its id; the current one when none is known (the
+    signature check then says what is wrong). A row edited to name another key gains
+    nothing: the note must still carry a good signature by that key."""
+    for key in keys:
+        if key_id(row.key_name, key).hex() == row.key_id:
+            return key
+    return keys[0]
 
 
 def _compare_nodes(session: Session, built: dict[int, dict[int, bytes]],

@@ -110,9 +110,11 @@ def start_sealer(app: Flask) -> threading.Thread:
 def verify_log(app: Flask) -> VerifyReport:
     """Recompute every leaf and the tree, check every checkpoint signature (CLI `audit verify`)."""
     keys: KeyStore = app.extensions["gateway.keys"]
-    public_key = keys.checkpoint_public_keys()[keys.checkpoint_key_version]
+    public_keys = keys.checkpoint_public_keys()
+    current = keys.checkpoint_key_version
+    older = [key for version, key in sorted(public_keys.items()) if version != current]
     with app.extensions["gateway.db"].session_factory() as session:
-        report = verify_database(session, public_key)
+        report = verify_database(session, public_keys[current], older_keys=older)
     return report
 
 

@@ -181,6 +181,35 @@ def test_cli_export_comes_with_a_checkpoint_it_covers(api, app, seal, tmp_path, 
                         "--public-key", str(key)]) == 0
 
 
+def test_the_log_verifies_across_a_new_checkpoint_key(api, app, seal, monkeypatch):
+    """Checkpoints signed before a new key version was added still verify, by the old key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gateway.sealer import verify_log
+
+    a_subject_read_by_police(api)
+    seal()
+    keys = app.extensions["gateway.keys"]
+    monkeypatch.setitem(
+        keys.checkpoint_keys, keys.checkpoint_key_version + 1, Ed25519PrivateKey.generate()
+    )
+    a_subject_read_by_police(api)
+    time.sleep(1.05)  # checkpoint timestamps are whole seconds and strictly increase
+    seal()
+    names = {c.note.splitlines()[-1].split()[1] for c in _checkpoints(app)}
+    assert len(names) == 2  # signed by both keys
+    report = verify_log(app)
+    assert report.ok, report.problems
+
+
+def _checkpoints(app):  # type: ignore[no-untyped-def]
+    import sqlalchemy as sa
+
+    from audit.models import AuditCheckpoint
+
+    return app.extensions["gateway.db"].session.scalars(sa.select(AuditCheckpoint)).all()
+
+
 def test_the_sealer_thread_survives_an_unexpected_error(app, monkeypatch, caplog):
     """An escaped exception would end the thread, and sealing, while the gateway serves on."""
     import threading
