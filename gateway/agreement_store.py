@@ -44,8 +44,16 @@ def check_files(session: Session, paths: list[Path]) -> list[Problem]:
     return problems
 
 
+# A result line for a file whose version was loaded before and retired since: it stays out of
+# force (see load_agreement_files) and the CLI exits non-zero, as the operator asked for it.
+NOT_REINSTATED = "retired, not put back in force"
+
+
 def load_agreement_files(session: Session, paths: list[Path]) -> list[str]:
-    """Store each file's agreement as a new version; report what happened to each."""
+    """Store each file's agreement as a new version; report what happened to each.
+
+    Each line is `id@version: loaded`, `unchanged` or NOT_REINSTATED (a retired version is
+    not reinstated by loading its file again: only a new version puts it back in force)."""
     agencies = known_agencies(session)
     parsed: list[Agreement] = []
     problems: list[Problem] = []
@@ -80,14 +88,19 @@ def load_agreement_files(session: Session, paths: list[Path]) -> list[str]:
                         )
                     ]
                 )
+            if stored.retired_at is not None and not _in_force(session, agreement.id):
+                # Retiring is deliberate and audited: loading the same file again (as loading
+                # the whole directory does) must not undo it, nor look as if it had.
+                results.append(
+                    f"{agreement.label}: {NOT_REINSTATED} (retired {stored.retired_at:%Y-%m-%d}; "
+                    f"to put {agreement.id} back in force, load it as version "
+                    f"{_newest_version(session, agreement.id) + 1})"
+                )
+                continue
             results.append(f"{agreement.label}: unchanged")
             continue
-        newest = session.scalar(
-            sa.select(sa.func.max(AgreementVersion.version)).where(
-                AgreementVersion.agreement_id == agreement.id
-            )
-        )
-        if newest is not None and agreement.version < newest:
+        newest = _newest_version(session, agreement.id)
+        if agreement.version < newest:
             raise AgreementLoadError(
                 [
                     Problem(
@@ -114,6 +127,31 @@ def load_agreement_files(session: Session, paths: list[Path]) -> list[str]:
         )
         results.append(f"{agreement.label}: loaded")
     return results
+
+
+def _newest_version(session: Session, agreement_id: str) -> int:
+    """The highest version stored, retired or not (0 if none)."""
+    newest = session.scalar(
+        sa.select(sa.func.max(AgreementVersion.version)).where(
+            AgreementVersion.agreement_id == agreement_id
+        )
+    )
+    return newest or 0
+
+
+def _in_force(session: Session, agreement_id: str) -> bool:
+    """Whether any version is unretired (the newest unretired one is the one in force)."""
+    return (
+        session.scalar(
+            sa.select(AgreementVersion.id)
+            .where(
+                AgreementVersion.agreement_id == agreement_id,
+                AgreementVersion.retired_at.is_(None),
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def retire_agreement(session: Session, agreement_id: str) -> int:

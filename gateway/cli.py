@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 import sqlalchemy as sa
@@ -45,7 +46,7 @@ def session_scope() -> Iterator[tuple[Flask, Session]]:
             session.close()
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
 
@@ -152,7 +153,7 @@ def clients() -> None:
 def clients_add(agency: str, name: str, scopes: tuple[str, ...], jwks_file: Path | None) -> None:
     from gateway.services.registry import RegistryError, add_client
 
-    jwks = json.loads(jwks_file.read_text()) if jwks_file else None
+    jwks = _read_jwks(jwks_file) if jwks_file else None
     with session_scope() as (_, session):
         try:
             issued = add_client(session, agency, name, list(scopes), jwks=jwks)
@@ -161,6 +162,16 @@ def clients_add(agency: str, name: str, scopes: tuple[str, ...], jwks_file: Path
     click.echo(f"client_id:     {issued.client_id}")
     if issued.client_secret:
         click.echo(f"client_secret: {issued.client_secret}   (shown once; stored only as a hash)")
+
+
+def _read_jwks(path: Path) -> Any:
+    """The file's JSON, or exit 1 in one line (add_client checks what the JSON holds)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        fail(f"{path} is not a JSON file: {error}")
+    except OSError as error:
+        fail(f"cannot read {path}: {error.strerror}")
 
 
 @clients.command("revoke")
@@ -247,7 +258,7 @@ def agreements_check(path: Path | None) -> None:
 @click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
 def agreements_load(path: Path | None) -> None:
     """Load new agreement versions; a bad file leaves the version in force unchanged."""
-    from gateway.agreement_store import AgreementLoadError, load_agreement_files
+    from gateway.agreement_store import NOT_REINSTATED, AgreementLoadError, load_agreement_files
 
     try:
         with session_scope() as (_, session):
@@ -258,6 +269,11 @@ def agreements_load(path: Path | None) -> None:
         fail("nothing was loaded")
     for line in results:
         click.echo(line)
+    # The other files are loaded (committed above); a retired version is not, and exit status
+    # 0 would tell a script that every file it named is in force.
+    retired = [line for line in results if NOT_REINSTATED in line]
+    if retired:
+        fail(f"{len(retired)} agreement version(s) are retired and stay out of force")
 
 
 @agreements.command("retire")

@@ -13,13 +13,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from joserfc.errors import InvalidKeyTypeError, JoseError
+from joserfc.jwk import JWKRegistry, Key
+from joserfc.jws import JWSRegistry
 from sqlalchemy.orm import Session
 
 from audit.events import AuditEvent, EventKind
 from audit.record import record_event
 from gateway.credentials import hash_secret, new_client_secret
 from gateway.models import AGENCY_KINDS, Agency, ApiClient
-from gateway.oauth import SCOPES
+from gateway.oauth import CLIENT_ASSERTION_ALGORITHMS, SCOPES
 
 AGENCY_CODE = re.compile(r"[A-Z][A-Z0-9-]{1,31}")
 
@@ -96,10 +99,10 @@ def add_client(
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown:
         raise RegistryError(f"unknown scopes: {', '.join(unknown)}")
+    if jwks is not None:
+        check_client_jwks(jwks)
     client_id = client_id or f"{agency_code.lower()}-{secrets.token_hex(6)}"
     secret = None if jwks else new_client_secret()
-    if jwks is not None and not isinstance(jwks.get("keys"), list):
-        raise RegistryError("a JWKS must be an object with a 'keys' list")
     session.add(
         ApiClient(
             client_id=client_id,
@@ -118,6 +121,50 @@ def add_client(
         details={"client_id": client_id, "scopes": sorted(set(scopes))},
     )
     return IssuedClient(client_id, secret, agency_code, tuple(sorted(set(scopes))))
+
+
+def check_client_jwks(jwks: Any) -> None:
+    """Refuse a JWKS the client could never authenticate with, or that leaks a private key.
+
+    `jwks` is whatever JSON the administrator supplied. Every key must be readable (the whole
+    set is imported at each client assertion, so one bad key would lock the client out; a kty
+    not understood is ignored there and here), none may hold private material (the gateway
+    only verifies, and a private key sent to us is compromised), and at least one must verify
+    client assertions signed with an algorithm the token endpoint allows.
+    """
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        raise RegistryError("a JWKS must be an object with a 'keys' list")
+    usable = False
+    for index, data in enumerate(jwks["keys"]):
+        if not isinstance(data, dict):
+            raise RegistryError(f"JWKS key {index} is not a JSON object")
+        try:
+            key = JWKRegistry.import_key(data)
+        except InvalidKeyTypeError:
+            continue  # a kty not understood is skipped, as KeySet.import_key_set does (RFC 7517)
+        except (JoseError, ValueError, TypeError) as error:
+            raise RegistryError(f"JWKS key {index} is not a valid JWK: {error}") from error
+        if key.is_private:
+            raise RegistryError(
+                f"JWKS key {index} holds private or secret key material: register public keys only"
+            )
+        if any(_verifies(key, alg) for alg in CLIENT_ASSERTION_ALGORITHMS):
+            usable = True
+    if not usable:
+        raise RegistryError(
+            "the JWKS has no public key that verifies client assertions signed with "
+            + ", ".join(CLIENT_ASSERTION_ALGORITHMS)
+        )
+
+
+def _verifies(key: Key, alg: str) -> bool:
+    """Whether the key may verify `alg` signatures (its kty, crv, use, alg and key_ops)."""
+    try:
+        JWSRegistry.algorithms[alg].check_key(key)
+        key.check_key_op("verify")
+    except JoseError:
+        return False
+    return True
 
 
 def revoke_client(session: Session, client_id: str) -> ApiClient:

@@ -125,3 +125,108 @@ def test_production_refuses_demo_keys(tmp_path):
     )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("iom-gateway: cannot start:")
+
+
+# --- in-process (CliRunner) on the test's app and transaction -----------------------------
+@pytest.fixture
+def run(app, db, monkeypatch):
+    """run("clients", "add", ...) -> click Result, on the test's app and transaction."""
+    from click.testing import CliRunner
+
+    import gateway.cli
+
+    monkeypatch.setattr(gateway.cli, "_app", lambda: app)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(gateway.cli.main, list(args))
+
+
+def rows(db, model) -> int:
+    return db.scalar(sa.select(sa.func.count()).select_from(model))
+
+
+def test_loading_a_retired_agreement_says_it_stays_retired_and_exits_1(run, db, tmp_path):
+    """Loading the file of a retired version again must not look like putting it back in force
+    (exit 0, "unchanged"): it stays retired, and a new version is the way back."""
+    from gateway.models import AgreementVersion
+
+    assert run("agreements", "retire", "pre-cj-referral").exit_code == 0
+    again = run("agreements", "load")  # the whole directory, as after any edit
+    assert again.exit_code == 1, again.output
+    lines = again.stdout.splitlines()
+    retired = next(line for line in lines if line.startswith("pre-cj-referral@"))
+    assert "retired, not put back in force" in retired and "load it as version" in retired
+    assert all(line.endswith(": unchanged") for line in lines if line != retired)
+    assert "retired and stay out of force" in again.stderr
+    unretired = sa.select(AgreementVersion).where(
+        AgreementVersion.agreement_id == "pre-cj-referral", AgreementVersion.retired_at.is_(None)
+    )
+    assert db.scalars(unretired).all() == []
+
+    newest = max(
+        db.scalars(
+            sa.select(AgreementVersion.version).where(
+                AgreementVersion.agreement_id == "pre-cj-referral"
+            )
+        )
+    )
+    source = ROOT / "policies" / "agreements" / "pre-cj-referral.yaml"
+    text = source.read_text()
+    current = next(line for line in text.splitlines() if line.startswith("version:"))
+    bumped = tmp_path / "pre-cj-referral.yaml"
+    bumped.write_text(text.replace(current, f"version: {newest + 1}", 1))
+    reinstated = run("agreements", "load", str(bumped))
+    assert reinstated.exit_code == 0, reinstated.output
+    assert reinstated.stdout.strip() == f"pre-cj-referral@{newest + 1}: loaded"
+    assert len(db.scalars(unretired).all()) == 1
+
+
+def _jwks_cases() -> dict[str, str]:
+    from joserfc.jwk import ECKey, OctKey
+
+    return {
+        "a JSON list": "[1, 2]",
+        "not JSON": "{not json",
+        "no keys": '{"keys": []}',
+        "a private key": json.dumps({"keys": [ECKey.generate_key("P-256").as_dict(private=True)]}),
+        "a shared secret": json.dumps({"keys": [OctKey.generate_key(256).as_dict(private=True)]}),
+        "an encryption key": json.dumps(
+            {"keys": [ECKey.generate_key("P-256", {"use": "enc"}, private=False).as_dict()]}
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_jwks_cases()))
+def test_clients_add_refuses_a_jwks_no_assertion_could_verify_in_one_line(run, db, tmp_path, case):
+    from audit.models import AuditEventRow
+    from gateway.models import ApiClient
+
+    path = tmp_path / "keys.json"
+    path.write_text(_jwks_cases()[case])
+    before = rows(db, ApiClient), rows(db, AuditEventRow)
+    result = run(
+        "clients", "add", "VSP-MENTOR", "--name", "x", "--scope", "agreements:read",
+        "--jwks", str(path),
+    )  # fmt: skip
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert result.stdout == "" and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("error: ")
+    assert (rows(db, ApiClient), rows(db, AuditEventRow)) == before
+
+
+def test_clients_add_registers_a_public_jwks_for_private_key_jwt(run, db, tmp_path):
+    from joserfc.jwk import ECKey
+
+    from gateway.models import ApiClient
+
+    public = ECKey.generate_key("P-256", parameters={"kid": "k1"}).as_dict(private=False)
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps({"keys": [public]}))
+    result = run(
+        "clients", "add", "VSP-MENTOR", "--name", "x", "--scope", "agreements:read",
+        "--jwks", str(path),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    client_id = result.stdout.split()[1]
+    stored = db.scalar(sa.select(ApiClient).where(ApiClient.client_id == client_id))
+    assert stored.auth_method == "private_key_jwt" and stored.secret_hash is None
+    assert "client_secret" not in result.stdout

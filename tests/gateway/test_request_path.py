@@ -166,8 +166,32 @@ def test_every_api_route_writes_exactly_one_audit_event(app, api, db, token_for)
 
 def test_health_and_readiness(client):
     assert client.get("/healthz").get_json() == {"status": "ok"}
-    ready = client.get("/readyz").get_json()
-    assert ready["status"] == "ready" and ready["agreements_in_force"] >= 4
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json() == {"status": "ready"}
+
+
+def test_readiness_names_the_failed_check_and_reveals_no_internals(app, client, monkeypatch):
+    """Unauthenticated, so no key versions, dialect or agreement counts; 503 when not ready."""
+    ready = client.get("/readyz")
+    assert ready.get_json() == {"status": "ready"}
+    for leak in ("version", "sqlite", "postgresql", "agreements"):
+        assert leak not in ready.get_data(as_text=True)
+
+    def broken(*args, **kwargs):
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(app.extensions["gateway.db"].session, "execute", broken)
+        down = client.get("/readyz")
+    assert (down.status_code, down.content_type) == (503, PROBLEM)
+    assert down.get_json()["check"] == "database"
+    assert down.get_json()["type"].endswith("database-unavailable")
+    assert "connection refused" not in down.get_data(as_text=True)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(app.extensions["gateway.agreements"], "current", broken)
+        down = client.get("/readyz")
+    assert down.status_code == 503 and down.get_json()["check"] == "agreements"
 
 
 def test_openapi_declares_security_headers_and_problem_errors(client):
