@@ -7,9 +7,12 @@ error responses, and the docs page is served from packaged assets (no CDN, stric
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import flask_smorest
 import swagger_ui_bundle
 from apispec import BasePlugin
 from flask import Blueprint, Flask, Response, send_from_directory
@@ -22,8 +25,9 @@ API_PREFIX = "/api/v1"
 ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
 ERROR_STATUSES = {
     "400": "Malformed request or unknown X-Purpose",
-    "401": "Missing, invalid, expired or revoked access token",
-    "403": "Scope missing, or agency or client suspended",
+    "401": "Missing, invalid, expired or revoked access token, or its client revoked or its "
+    "agency suspended (checked on every request, whatever tokens it holds)",
+    "403": "Scope missing, or no agreement permits the action",
     "404": "No such record, or none the caller's agreements permit",
     "413": "Body too large",
     "415": "Body is not application/json",
@@ -55,6 +59,63 @@ COMMON_HEADERS = [
     },
 ]
 
+# Request headers only some operations read; documented on exactly those (`blp.doc`), never
+# parsed through the (strict) arguments parser, which would refuse every other header.
+IDEMPOTENCY_KEY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "1-128 printable characters naming this request (per agency): a retry with "
+    "the same key and the same request replays the first response and does nothing again; the "
+    "same key with a different request is 422, and while the first is still running 409. "
+    "A malformed key is 400.",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 128,
+        "pattern": "^[!-~]([ -~]*[!-~])?$",
+    },
+}
+IF_MATCH_HEADER = {
+    "name": "If-Match",
+    "in": "header",
+    "required": True,
+    "description": "The referral's ETag from your last read of it (GET, or the response to "
+    "your previous change): without it 428, and 412 if the referral has changed since",
+    "schema": {"type": "string"},
+}
+IDEMPOTENCY_IN_PROGRESS = (
+    "a request with this Idempotency-Key is still in progress (retry after Retry-After)"
+)
+IDEMPOTENCY_KEY_REUSED = "this Idempotency-Key was already used with a different request"
+IF_MATCH_STALE = (
+    "If-Match is not the referral's current ETag: it has changed since you read it; fetch it again"
+)
+IF_MATCH_MISSING = "If-Match is missing: send the ETag from your last read of the referral"
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def problem_responses(
+    blp: flask_smorest.Blueprint, responses: dict[int, str], headers: dict[int, dict] | None = None
+) -> Callable[[View], View]:
+    """Document an operation's own problem+json responses (status -> description), in place
+    of the generic description every operation gets for that status."""
+
+    def decorate(view: View) -> View:
+        for status, description in responses.items():
+            view = blp.alt_response(
+                status,
+                schema=ProblemSchema,
+                content_type=PROBLEM_MEDIA_TYPE,
+                description=description,
+                headers=(headers or {}).get(status),
+            )(view)
+        return view
+
+    return decorate
+
 
 class ApiConventions(BasePlugin):
     """Adds the common headers and problem+json error responses to every operation."""
@@ -66,6 +127,19 @@ class ApiConventions(BasePlugin):
             parameters = operation.setdefault("parameters", [])
             parameters.extend(dict(h) for h in COMMON_HEADERS)
             responses = operation.setdefault("responses", {})
+            # flask-smorest keys responses by int: key them as the document does, so an
+            # operation's own description (`problem_responses`, `alt_response`) is the one
+            # served rather than a second "422" beside it. A bare int-keyed name is flask-smorest's
+            # generic error response (application/json): the problem+json one replaces it.
+            for code in [c for c in responses if not isinstance(c, str)]:
+                documented = responses.pop(code)
+                if isinstance(documented, dict):
+                    generic = documented.get("description") in (None, HTTPStatus(code).phrase)
+                    if generic and str(code) in ERROR_STATUSES:
+                        documented["description"] = ERROR_STATUSES[str(code)]
+                    responses[str(code)] = documented
+                elif str(code) not in ERROR_STATUSES:
+                    responses[str(code)] = documented
             for status in ERROR_STATUSES:
                 responses.setdefault(status, {"$ref": f"#/components/responses/Problem{status}"})
             responses.setdefault("default", {"$ref": "#/components/responses/Problem500"})

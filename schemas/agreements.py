@@ -11,6 +11,13 @@ class GrantSchema(Schema):
     conditions = fields.Dict()
     fields_ = fields.List(fields.String(), data_key="fields")
     level = fields.String()
+    age_band = fields.Boolean(
+        metadata={
+            "description": "True: under this grant date_of_birth is released as an age band "
+            "(such as 25-34) rather than a year of birth, unless another grant that applies "
+            "releases it more fully"
+        }
+    )
 
 
 class PurposeSchema(Schema):

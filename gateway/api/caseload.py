@@ -19,6 +19,12 @@ from gateway.api.base import ApiBlueprint
 from gateway.api.changes import render_feed
 from gateway.models import Agency
 from gateway.oauth import Caller
+from gateway.openapi import (
+    IDEMPOTENCY_IN_PROGRESS,
+    IDEMPOTENCY_KEY_HEADER,
+    IDEMPOTENCY_KEY_REUSED,
+    RETRY_AFTER,
+)
 from gateway.problems import PROBLEM_MEDIA_TYPE, Problem
 from gateway.services import caseload, snapshots
 from policies.engine import PolicySet, decide
@@ -50,12 +56,21 @@ SUBMITTED_FIELDS = frozenset(FIELDS["caseload"]) - {"updated_at"}
 @blp.route("/sync", methods=["POST"])
 @blp.arguments(CaseloadSyncSchema)
 @blp.response(200, CaseloadSyncResultSchema)
+@blp.doc(parameters=[IDEMPOTENCY_KEY_HEADER])
 @blp.alt_response(
     409,
     schema=ProblemSchema,
     content_type=PROBLEM_MEDIA_TYPE,
-    description="The snapshot would end more than the allowed share of your open cases, or "
-    "the snapshot session the batch names is closed or expired",
+    description="The snapshot would end more than the allowed share of your open cases, "
+    "the snapshot session the batch names is closed or expired, or " + IDEMPOTENCY_IN_PROGRESS,
+    headers=RETRY_AFTER,
+)
+@blp.alt_response(
+    422,
+    schema=ProblemSchema,
+    content_type=PROBLEM_MEDIA_TYPE,
+    description="The batch failed validation (nothing applied), an atomic batch had a "
+    "rejected record (nothing applied), or " + IDEMPOTENCY_KEY_REUSED,
 )
 @blp.alt_response(
     404,

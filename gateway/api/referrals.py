@@ -18,6 +18,16 @@ from gateway.access import current_caller, note_access, note_permitted, requires
 from gateway.api.base import ApiBlueprint
 from gateway.models import Agency, Referral
 from gateway.oauth import Caller
+from gateway.openapi import (
+    IDEMPOTENCY_IN_PROGRESS,
+    IDEMPOTENCY_KEY_HEADER,
+    IDEMPOTENCY_KEY_REUSED,
+    IF_MATCH_HEADER,
+    IF_MATCH_MISSING,
+    IF_MATCH_STALE,
+    RETRY_AFTER,
+    problem_responses,
+)
 from gateway.pagination import decode_cursor, encode_cursor
 from gateway.problems import Problem
 from gateway.services import referrals as lifecycle
@@ -127,6 +137,16 @@ def _lifecycle_problem(error: ReferralError) -> Problem:
 @blp.route("", methods=["POST"])
 @blp.arguments(ReferralCreateSchema)
 @blp.response(201, ReferralSchema, headers=ETAG_HEADERS)
+@blp.doc(parameters=[IDEMPOTENCY_KEY_HEADER])
+@problem_responses(
+    blp,
+    {
+        409: IDEMPOTENCY_IN_PROGRESS[0].upper() + IDEMPOTENCY_IN_PROGRESS[1:],
+        422: "Body failed validation, to_agency is not an agency you can refer to, or "
+        + IDEMPOTENCY_KEY_REUSED,
+    },
+    headers={409: RETRY_AFTER},
+)
 @requires_scope("referrals:write")
 def create_referral(body: dict) -> Any:
     """Refer a person to another agency.
@@ -292,6 +312,15 @@ def _seen_version(referral: Referral) -> int:
 @blp.route("/<string:referral_id>/consent", methods=["POST"])
 @blp.arguments(ConsentSchema)
 @blp.response(200, ReferralSchema, headers=ETAG_HEADERS)
+@blp.doc(parameters=[IF_MATCH_HEADER])
+@problem_responses(
+    blp,
+    {
+        409: "The referral is closed: its consent can no longer change",
+        412: IF_MATCH_STALE,
+        428: IF_MATCH_MISSING,
+    },
+)
 @requires_scope("referrals:write")
 def record_consent(consent: dict, referral_id: str) -> Any:
     """Record the person's consent, or the lawful basis that makes consent unnecessary."""
@@ -315,6 +344,16 @@ def record_consent(consent: dict, referral_id: str) -> Any:
 @blp.route("/<string:referral_id>/<string:transition>", methods=["POST"])
 @blp.arguments(TransitionSchema)
 @blp.response(200, ReferralSchema, headers=ETAG_HEADERS)
+@blp.doc(parameters=[IF_MATCH_HEADER])
+@problem_responses(
+    blp,
+    {
+        409: "The step is not allowed from the referral's current status (`allowed` lists "
+        "the steps that are)",
+        412: IF_MATCH_STALE,
+        428: IF_MATCH_MISSING,
+    },
+)
 @requires_scope("referrals:write")
 def transition_referral(body: dict, referral_id: str, transition: str) -> Any:
     """accept, decline (with a reason), engage, complete, disengage; withdraw (referrer only).
@@ -349,6 +388,16 @@ def transition_referral(body: dict, referral_id: str, transition: str) -> Any:
 @blp.route("/<string:referral_id>/outcomes", methods=["POST"])
 @blp.arguments(OutcomeCreateSchema)
 @blp.response(201, OutcomeSchema)
+@blp.doc(parameters=[IDEMPOTENCY_KEY_HEADER])
+@problem_responses(
+    blp,
+    {
+        409: "The referral's status takes no outcomes, or " + IDEMPOTENCY_IN_PROGRESS,
+        422: "Body failed validation, the date is in the future or before the referral, or "
+        + IDEMPOTENCY_KEY_REUSED,
+    },
+    headers={409: RETRY_AFTER},
+)
 @requires_scope("referrals:write")
 def add_outcome(body: dict, referral_id: str) -> Any:
     """Report engagement, completion or a further offence, with its date.

@@ -569,3 +569,23 @@ def test_managing_agencies_see_outcomes_but_not_the_referral(api, db):
     assert all(c["referral"] is None for c in added)
     # an agency with no relationship to the person sees nothing
     assert api("CRC", "get", f"/api/v1/referrals/{referral}/outcomes").status_code in (403, 404)
+
+
+def test_the_agreements_view_shows_the_age_band_the_recipient_is_given(api, refer):
+    referral = refer().get_json()["ref"]
+    shown = api("VSP-MENTOR", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ).get_json()
+    assert "age_band" in shown["subject"]
+    assert not {"date_of_birth", "year_of_birth"} & set(shown["subject"])
+
+    listed = api("VSP-MENTOR", "get", "/api/v1/agreements", purpose=PRE_CJ)
+    detail = api("VSP-MENTOR", "get", f"/api/v1/agreements/{PRE_CJ}", purpose=PRE_CJ)
+    assert listed.status_code == detail.status_code == 200
+    (agreement,) = [a for a in listed.get_json()["items"] if a["id"] == PRE_CJ]
+    for grants in (agreement["grants_to_you"], detail.get_json()["grants_to_you"]):
+        by_id = {g["id"]: g for g in grants}
+        # the grant that releases date_of_birth pseudonymised says it is released as a band
+        assert "date_of_birth" in by_id["subject-referred"]["fields"]
+        assert by_id["subject-referred"]["level"] == "pseudonymised"
+        assert by_id["subject-referred"]["age_band"] is True
+        assert by_id["subject-consented-contact"]["age_band"] is False
+        assert all(isinstance(g["age_band"], bool) for g in grants)
