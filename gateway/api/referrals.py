@@ -41,6 +41,7 @@ from gateway.services.referral_disclosure import (
 )
 from gateway.services.referrals import ReferralError, etag
 from gateway.services.subjects import load_subjects
+from policies.engine import Decision
 from schemas.referrals import (
     ConsentSchema,
     OutcomeCreateSchema,
@@ -94,7 +95,7 @@ def _visible(caller: Caller, referral_id: str, action: str):  # type: ignore[no-
     return referral, decision
 
 
-def _refusal(caller: Caller, referral: Referral | None, decision) -> str:  # type: ignore[no-untyped-def]
+def _refusal(caller: Caller, referral: Referral | None, decision: Decision | None) -> str:
     """Why a referral is not shown, for the audit log (the caller only sees a 404)."""
     if referral is None:
         return "no_such_referral"
