@@ -15,8 +15,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc.jwk import ECKey, KeySet
 
 DEMO_MARKER = "DEMO-KEYS-NOT-FOR-PRODUCTION"
@@ -65,6 +66,15 @@ class KeyStore:
     @property
     def pseudonym_key_version(self) -> int:
         return max(self.pseudonym_keys)
+
+    def cursor_key(self) -> bytes:
+        """The key sealing list cursors that hold internal ids (`gateway.pagination`).
+
+        Derived from the current pseudonymisation key, so a rotation only makes a listing in
+        progress start again (its cursor no longer opens: 400)."""
+        return HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"iom-gateway list cursor"
+        ).derive(self.pseudonym_keys[self.pseudonym_key_version])
 
     def add_pseudonym_key(self) -> int:
         """Make a new pseudonymisation key version (rotation) and persist it."""

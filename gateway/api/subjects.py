@@ -15,7 +15,7 @@ from gateway import extensions
 from gateway.access import current_caller, note_access, note_permitted, reads_only, requires_scope
 from gateway.api.base import ApiBlueprint
 from gateway.models import Subject
-from gateway.pagination import decode_cursor, encode_cursor
+from gateway.pagination import open_cursor, seal_cursor
 from gateway.problems import Problem
 from gateway.services.decisions import decide_on_subject, disclose_subjects
 from gateway.services.pseudonymisation import keyring, resolve_pseudonym
@@ -62,7 +62,8 @@ def list_subjects(query: dict) -> dict:
         now=now,
     )
     session = extensions.database().session
-    after = decode_cursor(query.get("cursor"), "after")
+    cursor_key = extensions.keys().cursor_key()
+    after = open_cursor(query.get("cursor"), cursor_key, "after")
     statement = sa.select(Subject.id).where(scope_filter(scopes, caller.agency_id, now.date()))
     if "area" in query:
         statement = statement.where(Subject.area_code == query["area"])
@@ -88,7 +89,8 @@ def list_subjects(query: dict) -> dict:
     _note_disclosures(decided)
     return {
         "items": items,
-        "next_cursor": encode_cursor({"after": page[-1]}) if more and page else None,
+        # Sealed: the last id of a pseudonymised page is the id behind a pseudonym on it.
+        "next_cursor": seal_cursor({"after": page[-1]}, cursor_key) if more and page else None,
     }
 
 

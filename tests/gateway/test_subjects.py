@@ -295,6 +295,30 @@ def test_a_pseudonym_works_only_under_the_agreement_it_was_issued_for(
         assert crossed.status_code == 404, crossed.get_json()
 
 
+def test_a_pseudonymised_list_cursor_reveals_no_internal_id(api, db, pseudonymised_agreement):
+    """The cursor holds the page's last internal id: readable, it would give the id behind
+    the pseudonym beside it, and link every recipient's pseudonyms through it."""
+    import base64
+
+    from gateway.pagination import encode_cursor
+
+    url = "/api/v1/subjects?limit=1"
+    paged = all_pages(api, "VSP-HOUSING", url, purpose="pre-cj-referral")
+    whole = items(
+        api("VSP-HOUSING", "get", "/api/v1/subjects?limit=200", purpose="pre-cj-referral")
+    )
+    assert [r["ref"] for r in paged] == [r["ref"] for r in whole] and len(paged) > 1
+    ids = set(db.scalars(sa.select(Subject.id)))
+    first = api("VSP-HOUSING", "get", url, purpose="pre-cj-referral").get_json()
+    cursor = first["next_cursor"]
+    readable = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    assert not any(i.encode() in readable or i in cursor for i in ids)
+    for forged in (cursor[:-2] + ("A" if cursor[-2] != "A" else "B") + cursor[-1],
+                   encode_cursor({"after": sorted(ids)[0]})):
+        refused = api("VSP-HOUSING", "get", f"{url}&cursor={forged}", purpose="pre-cj-referral")
+        assert refused.status_code == 400, forged
+
+
 def test_pseudonymised_recipient_cannot_use_internal_ids(api, db, pseudonymised_agreement):
     subject_id = db.scalar(sa.select(Subject.id).where(Subject.area_code == "BIR").limit(1))
     assert (
