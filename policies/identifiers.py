@@ -9,6 +9,7 @@ repeating the value, since an identifier is personal data and messages end up in
 from __future__ import annotations
 
 import re
+import string
 
 PNC_CHECK_LETTERS = "ZABCDEFGHJKLMNPQRTUVWXY"
 _PNC = re.compile(r"(\d{2}|\d{4})/(\d{1,7})([A-Z])", re.ASCII)
@@ -27,11 +28,16 @@ def pnc_check_character(year2: int, serial: int) -> str:
     return PNC_CHECK_LETTERS[int(f"{year2:02d}{serial:07d}") % 23]
 
 
+_ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+
+
 def normalise_identifier(scheme: str, value: str) -> str:
     """The canonical form of `value` under `scheme` (pnc, crn or nomis)."""
     if not isinstance(value, str):
         raise IdentifierError(f"{scheme} identifier must be text")
-    compact = re.sub(r"\s+", "", value).upper()
+    # ASCII letters only: str.upper() turns some others into ASCII ones ("ß" into "SS"),
+    # which would then match someone else's identifier; the schemes' patterns refuse the rest.
+    compact = re.sub(r"\s+", "", value).translate(_ASCII_UPPER)
     normaliser = _SCHEMES.get(scheme.lower() if isinstance(scheme, str) else "")
     if normaliser is None:
         raise IdentifierError(f"unknown identifier scheme (known: {', '.join(sorted(_SCHEMES))})")

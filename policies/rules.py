@@ -150,6 +150,9 @@ def _resource_rules(
                 f"action {action!r} is not supported on {resource} "
                 f"(supported: {', '.join(sorted(supported))})",
             )
+        if action == "search" and grant.get("level") in (PSEUDONYMISED, AGGREGATE):
+            # The searcher already holds an identifier: whatever answers it is tied to it.
+            yield (*at, "actions", j), "search may be granted at level identified only"
     granted: set[str] = set()
     for j, name in _items(grant, "fields"):
         if not isinstance(name, str):

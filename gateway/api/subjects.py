@@ -153,7 +153,10 @@ def search_subject(body: dict) -> dict:
     decision = decide_on_subject(
         policy, caller.agency_code, caller.agency_kind, "search", g.purpose, subject, now
     )
-    if not decision.permitted or decision.pseudonym_agreement:
+    # Only identified grants permit a search: the searcher already holds an identifier, so
+    # anything released in answer is tied to it (a pseudonymised grant without `ref` has no
+    # pseudonym agreement, hence the level check).
+    if not decision.permitted or decision.pseudonym_agreement or decision.level != "identified":
         raise not_found(decision.reasons[0].code if decision.reasons else "search_not_identified")
     [record] = disclose_subjects(
         session, keyring(extensions.keys()), caller.agency_code, [(subject, decision)], now

@@ -84,7 +84,7 @@ def decide_for_agency(
         subject = load_subjects(session, [subject_id]).get(subject_id)
         if subject is None:
             raise LookupError(f"no subject {subject_id}")
-        record = record_context(subject, now.date())
+        record = record_context(subject, now.date(), policy)  # as the gateway decides
     return decide(
         policy,
         agency=agency.code,

@@ -589,3 +589,30 @@ def test_the_agreements_view_shows_the_age_band_the_recipient_is_given(api, refe
         assert by_id["subject-referred"]["age_band"] is True
         assert by_id["subject-consented-contact"]["age_band"] is False
         assert all(isinstance(g["age_band"], bool) for g in grants)
+
+
+def test_explain_decides_as_the_gateway_does_for_a_closed_referral(app, db, subject_id):
+    """A referral declined yesterday still relates its recipient to the person within the
+    agreement's retention: `agreements explain --subject` must say so, as reads do."""
+    from gateway.models import Agency
+    from gateway.services.decisions import decide_for_agency, decide_on_subject
+    from gateway.services.subjects import load_subjects
+
+    agencies = {a.code: a for a in db.scalars(sa.select(Agency))}
+    now = datetime.now(UTC)
+    db.add(Referral(
+        subject_id=subject_id, from_agency_id=agencies["WMP"].id,
+        to_agency_id=agencies["VSP-MENTOR"].id, purpose=PRE_CJ, service="peer_mentoring",
+        pathways=[], reasons=[], urgency="routine", risk_shared={},
+        consent={"status": "pending"}, status="declined", decision_due=now,
+        closed_at=now - timedelta(days=1),
+    ))
+    db.flush()
+    policy = app.extensions["gateway.agreements"].current()
+    subject = load_subjects(db, [subject_id])[subject_id]
+    read = decide_on_subject(policy, "VSP-MENTOR", "voluntary", "read", PRE_CJ, subject, now)
+    explained = decide_for_agency(
+        db, policy, "VSP-MENTOR", "read", "subject", PRE_CJ, subject_id, now
+    )
+    assert read.permitted and explained.permitted == read.permitted
+    assert explained.basis == read.basis

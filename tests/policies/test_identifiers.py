@@ -47,6 +47,17 @@ def test_malformed_pnc_is_refused(value: str) -> None:
         normalise_identifier("pnc", value)
 
 
+@pytest.mark.parametrize(
+    ("scheme", "value"),
+    [("nomis", "G3731\u00df"), ("nomis", "\u017f1234AB"), ("crn", "X12345\u0131"),
+     ("pnc", "12/0012345\ufb00")],
+)
+def test_letters_that_upper_case_into_ascii_are_refused(scheme: str, value: str) -> None:
+    """str.upper() makes "\\u00df" "SS" and "\\u017f" "S": they would match another id."""
+    with pytest.raises(IdentifierError):
+        normalise_identifier(scheme, value)
+
+
 def test_error_messages_do_not_repeat_the_identifier() -> None:
     with pytest.raises(IdentifierError) as raised:
         normalise_identifier("pnc", "12/0012345B")

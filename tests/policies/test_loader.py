@@ -87,6 +87,7 @@ BAD_CASES = [
     ("metrics_not_aggregate.yaml", 25, "grants.0.level", "level must be aggregate"),
     ("age_band_without_dob.yaml", 26, "grants.0.age_band", "needs date_of_birth"),
     ("age_band_not_boolean.yaml", 26, "grants.0.age_band", "Not a valid boolean."),
+    ("search_not_identified.yaml", 21, "grants.0.actions.1", "at level identified only"),
     ("duplicate_grant_id.yaml", 27, "grants.1.id", "duplicate grant id 'subject-referred'"),
 ]
 
