@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> Section:
         policy = extensions.agreements().current()
         kinds = dict(session.execute(sa.select(Agency.code, Agency.kind)).all())
         ids = session.scalars(sa.select(Subject.id).order_by(Subject.id)).all()
-        contexts = [record_context(s, now.date()) for s in load_subjects(session, ids).values()]
+        contexts = [record_context(s, now.date(), purpose=None)  # any purpose: a decision mix
+                    for s in load_subjects(session, ids).values()]
         session.rollback()
     rng = random.Random(68)
     callers = rng.choices([m[:2] for m in MIX], [m[2] for m in MIX], k=args.policy_requests)

@@ -64,7 +64,9 @@ def list_subjects(query: dict) -> dict:
     session = extensions.database().session
     cursor_key = extensions.keys().cursor_key()
     after = open_cursor(query.get("cursor"), cursor_key, "after")
-    statement = sa.select(Subject.id).where(scope_filter(scopes, caller.agency_id, now.date()))
+    statement = sa.select(Subject.id).where(
+        scope_filter(scopes, caller.agency_id, now.date(), g.purpose)
+    )
     if "area" in query:
         statement = statement.where(Subject.area_code == query["area"])
     if "cohort" in query:

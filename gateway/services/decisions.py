@@ -30,7 +30,7 @@ def decide_on_subject(
         action=action,
         resource="subject",
         purpose=purpose,
-        record=record_context(subject, now.date(), policy),
+        record=record_context(subject, now.date(), policy, purpose=purpose),
         now=now,
     )
 
@@ -84,7 +84,7 @@ def decide_for_agency(
         subject = load_subjects(session, [subject_id]).get(subject_id)
         if subject is None:
             raise LookupError(f"no subject {subject_id}")
-        record = record_context(subject, now.date(), policy)  # as the gateway decides
+        record = record_context(subject, now.date(), policy, purpose=purpose)  # as reads do
     return decide(
         policy,
         agency=agency.code,

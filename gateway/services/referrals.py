@@ -406,7 +406,7 @@ def mark_overdue(session: Session, agency_id: int, now: datetime) -> int:
 
 def referral_context(referral: Referral, subject: SubjectRecord, today: date) -> RecordContext:
     """The subject's context plus this referral's relationship to its recipient."""
-    base = record_context(subject, today)
+    base = record_context(subject, today, purpose=None)  # its own referral relationships below
     consented = referral.status in CONSENTED_STATUSES and referral.consent.get("status") in (
         "given",
         "not_required",

@@ -249,14 +249,22 @@ def _moment(value: str | None) -> datetime | None:
 
 
 def record_context(
-    subject: SubjectRecord, today: date, policy: PolicySet | None = None
+    subject: SubjectRecord, today: date, policy: PolicySet | None = None, *, purpose: str | None
 ) -> RecordContext:
-    """What a decision about this subject needs to know, relationships included.
+    """What a decision about this subject, for `purpose`, needs to know, relationships
+    included.
 
-    A closed referral keeps its recipient related to the subject until the retention period
-    of the agreements covering the referral's purpose has passed (needs `policy`)."""
+    A referral relates its recipient to the person for the referral's own purpose only (under
+    another, the recipient's reading would be purpose creep); `purpose=None` counts every
+    referral, for callers that override the referral relationships. A closed referral keeps
+    its recipient related until the retention period of the agreements covering its purpose
+    has passed (needs `policy`)."""
     managed = [m for m in subject.management if _active(m.start_date, m.end_date, today)]
-    referred = [r for r in subject.referrals if _referral_visible(r, today, policy)]
+    referred = [
+        r
+        for r in subject.referrals
+        if (purpose is None or r.purpose == purpose) and _referral_visible(r, today, policy)
+    ]
     return RecordContext(
         cohorts=frozenset(subject.active_cohorts(today)),
         area=subject.area_code,
@@ -331,9 +339,12 @@ def full_record(subject: SubjectRecord, today: date) -> dict:
     }
 
 
-def scope_filter(scopes: list[GrantScope], agency_id: int, today: date) -> sa.ColumnElement[bool]:
-    """SQL for "some grant's conditions hold": OR over grants of AND over conditions."""
-    clauses = [_grant_clause(scope, agency_id, today) for scope in scopes]
+def scope_filter(
+    scopes: list[GrantScope], agency_id: int, today: date, purpose: str
+) -> sa.ColumnElement[bool]:
+    """SQL for "some grant's conditions hold" for `purpose`: OR over grants of AND over
+    conditions (as `record_context` and the engine decide one record)."""
+    clauses = [_grant_clause(scope, agency_id, today, purpose) for scope in scopes]
     return sa.or_(*clauses) if clauses else sa.false()
 
 
@@ -348,7 +359,9 @@ def in_cohort(cohorts: Iterable[str], today: date) -> sa.ColumnElement[bool]:
     )
 
 
-def _grant_clause(scope: GrantScope, agency_id: int, today: date) -> sa.ColumnElement[bool]:
+def _grant_clause(
+    scope: GrantScope, agency_id: int, today: date, purpose: str
+) -> sa.ColumnElement[bool]:
     conditions = scope
     parts: list[sa.ColumnElement[bool]] = []
     if conditions.cohorts:
@@ -361,12 +374,19 @@ def _grant_clause(scope: GrantScope, agency_id: int, today: date) -> sa.ColumnEl
         parts.append(Subject.date_of_birth > _years_before(today, conditions.max_age + 1))
     if conditions.relationships:
         parts.append(
-            sa.or_(*(_relationship(r, agency_id, today) for r in sorted(conditions.relationships)))
+            sa.or_(
+                *(
+                    _relationship(r, agency_id, today, purpose)
+                    for r in sorted(conditions.relationships)
+                )
+            )
         )
     return sa.and_(sa.true(), *parts)
 
 
-def _relationship(name: str, agency_id: int, today: date) -> sa.ColumnElement[bool]:
+def _relationship(
+    name: str, agency_id: int, today: date, purpose: str
+) -> sa.ColumnElement[bool]:
     if name == "in_recipient_caseload":
         return sa.exists().where(
             Management.subject_id == Subject.id,
@@ -375,7 +395,9 @@ def _relationship(name: str, agency_id: int, today: date) -> sa.ColumnElement[bo
             sa.or_(Management.end_date.is_(None), Management.end_date >= today),
         )
     referral = sa.exists().where(
-        Referral.subject_id == Subject.id, Referral.to_agency_id == agency_id
+        Referral.subject_id == Subject.id,
+        Referral.to_agency_id == agency_id,
+        Referral.purpose == purpose,
     )
     if name == "active_referral_to_recipient":
         # Lists show open referrals' subjects; closed ones stay readable one by one

@@ -616,3 +616,47 @@ def test_explain_decides_as_the_gateway_does_for_a_closed_referral(app, db, subj
     )
     assert read.permitted and explained.permitted == read.permitted
     assert explained.basis == read.basis
+
+
+HOUSING_SURVEY = """
+id: mentor-housing-survey
+version: 1
+title: Test - a second agreement between the same parties, for another purpose
+parties: [{agency: WMP, role: controller}, {agency: VSP-MENTOR, role: recipient}]
+purposes: [{code: housing-survey, description: Surveying the people referred to us}]
+lawful_basis: ["UK GDPR Art 6(1)(e)"]
+valid_from: 2015-02-01
+valid_until: 2099-12-31
+review_by: 2099-01-01
+retention: P1Y
+grants:
+  - id: subject-referred-here
+    recipients: [VSP-MENTOR]
+    purposes: [housing-survey]
+    resource: subject
+    actions: [read, list]
+    conditions: {relationships: [active_referral_to_recipient]}
+    fields: [ref, area, needs]
+    level: pseudonymised
+"""
+
+
+def test_a_referral_relates_its_recipient_for_the_referral_purpose_only(
+    app, api, db, refer, tmp_path
+):
+    """A pre-CJ referral to the mentors does not satisfy a grant of another agreement, for
+    another purpose, conditioned on a referral to them: that would be purpose creep."""
+    from gateway.agreement_store import load_agreement_files
+
+    path = tmp_path / "mentor-housing-survey.yaml"
+    path.write_text(HOUSING_SURVEY)
+    load_agreement_files(db, [path])
+    db.commit()
+    app.extensions["gateway.agreements"].forget()
+    created = refer()
+    assert created.status_code == 201
+    referral = created.get_json()["ref"]
+    seen = api("VSP-MENTOR", "get", f"/api/v1/referrals/{referral}", purpose=PRE_CJ)
+    assert seen.status_code == 200 and "subject" in seen.get_json()  # related for pre-CJ
+    listed = api("VSP-MENTOR", "get", "/api/v1/subjects?limit=200", purpose="housing-survey")
+    assert listed.status_code == 200 and listed.get_json()["items"] == []

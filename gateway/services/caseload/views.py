@@ -54,7 +54,7 @@ def case_views(
         own[case.subject_id] = case  # the latest case wins
     permitted_subjects = []
     for subject_id, subject in sorted(subjects.items()):
-        context = record_context(subject, today, policy)
+        context = record_context(subject, today, policy, purpose=purpose)
         case = own.get(subject_id)
         if case is not None:
             decision = decide(
