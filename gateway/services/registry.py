@@ -25,6 +25,7 @@ from gateway.models import AGENCY_KINDS, Agency, ApiClient
 from gateway.oauth import CLIENT_ASSERTION_ALGORITHMS, SCOPES
 
 AGENCY_CODE = re.compile(r"[A-Z][A-Z0-9-]{1,31}")
+MIN_RSA_BITS = 2048  # client assertion keys: shorter RSA keys are breakable
 
 
 class RegistryError(ValueError):
@@ -147,6 +148,11 @@ def check_client_jwks(jwks: Any) -> None:
         if key.is_private:
             raise RegistryError(
                 f"JWKS key {index} holds private or secret key material: register public keys only"
+            )
+        if key.key_type == "RSA" and key.raw_value.key_size < MIN_RSA_BITS:
+            raise RegistryError(
+                f"JWKS key {index} is a {key.raw_value.key_size}-bit RSA key: "
+                f"at least {MIN_RSA_BITS} bits (NCSC guidance)"
             )
         if any(_verifies(key, alg) for alg in CLIENT_ASSERTION_ALGORITHMS):
             usable = True

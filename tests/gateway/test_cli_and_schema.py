@@ -181,7 +181,13 @@ def test_loading_a_retired_agreement_says_it_stays_retired_and_exits_1(run, db, 
 
 
 def _jwks_cases() -> dict[str, str]:
-    from joserfc.jwk import ECKey, OctKey
+    import warnings
+
+    from joserfc.jwk import ECKey, OctKey, RSAKey
+
+    with warnings.catch_warnings():  # joserfc warns about the short key we mean to refuse
+        warnings.simplefilter("ignore")
+        short_rsa = RSAKey.generate_key(1024, private=False).as_dict()
 
     return {
         "a JSON list": "[1, 2]",
@@ -192,6 +198,7 @@ def _jwks_cases() -> dict[str, str]:
         "an encryption key": json.dumps(
             {"keys": [ECKey.generate_key("P-256", {"use": "enc"}, private=False).as_dict()]}
         ),
+        "a 1024-bit RSA key": json.dumps({"keys": [short_rsa]}),
     }
 
 
