@@ -399,13 +399,14 @@ def _relationship(
         Referral.to_agency_id == agency_id,
         Referral.purpose == purpose,
     )
+    # Lists show open referrals' subjects; closed ones stay readable one by one until
+    # retention ends (see record_context), but are not listed (nor for their consent: a
+    # closed referral past retention matched here, and the per-record decision dropped it).
     if name == "active_referral_to_recipient":
-        # Lists show open referrals' subjects; closed ones stay readable one by one
-        # until retention ends (see record_context).
         return referral.where(Referral.status.in_(OPEN_REFERRAL))
     if name == "accepted_referral_with_consent":
         return referral.where(
-            Referral.status.in_(CONSENTED_STATUSES),
+            Referral.status.in_([s for s in CONSENTED_STATUSES if s in OPEN_REFERRAL]),
             Referral.consent["status"].as_string().in_(CONSENT_OK),
         )
     return sa.false()

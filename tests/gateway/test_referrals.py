@@ -660,3 +660,40 @@ def test_a_referral_relates_its_recipient_for_the_referral_purpose_only(
     assert seen.status_code == 200 and "subject" in seen.get_json()  # related for pre-CJ
     listed = api("VSP-MENTOR", "get", "/api/v1/subjects?limit=200", purpose="housing-survey")
     assert listed.status_code == 200 and listed.get_json()["items"] == []
+
+
+def test_lists_match_consented_referrals_only_while_open(app, db, subject_id):
+    """The list SQL agrees with the per-record decision: a consented referral closed years
+    ago relates nobody any more (it matched, and the decision then dropped the row)."""
+    from gateway.models import Agency
+    from gateway.services.subjects import load_subjects, record_context, scope_filter
+    from policies.engine import GrantScope
+
+    agencies = {a.code: a for a in db.scalars(sa.select(Agency))}
+    mentor = agencies["VSP-MENTOR"]
+    now = datetime.now(UTC)
+    long_ago = now - timedelta(days=3 * 365)
+    consent_grant = GrantScope(
+        "a@1", "g", "identified", (), frozenset(), frozenset(), None, None,
+        frozenset({"accepted_referral_with_consent"}),
+    )  # fmt: skip
+    policy = app.extensions["gateway.agreements"].current()
+    for status, closed_at in (("completed", long_ago), ("engaged", None)):
+        db.execute(sa.delete(Referral).where(Referral.subject_id == subject_id))
+        db.add(Referral(
+            subject_id=subject_id, from_agency_id=agencies["WMP"].id, to_agency_id=mentor.id,
+            purpose=PRE_CJ, service="peer_mentoring", pathways=[], reasons=[],
+            urgency="routine", risk_shared={}, consent={"status": "given", "method": "written"},
+            status=status, decision_due=long_ago, closed_at=closed_at,
+        ))  # fmt: skip
+        db.flush()
+        listed = db.scalar(
+            sa.select(sa.func.count()).where(
+                Subject.id == subject_id,
+                scope_filter([consent_grant], mentor.id, now.date(), PRE_CJ),
+            )
+        )
+        subject = load_subjects(db, [subject_id])[subject_id]
+        context = record_context(subject, now.date(), policy, purpose=PRE_CJ)
+        related = "VSP-MENTOR" in context.accepted_with_consent_by
+        assert bool(listed) == related == (status == "engaged"), status
