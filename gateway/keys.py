@@ -10,6 +10,7 @@ owner-only permissions and marked as demo keys so production refuses them.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -72,9 +73,7 @@ class KeyStore:
 
         Derived from the current pseudonymisation key, so a rotation only makes a listing in
         progress start again (its cursor no longer opens: 400)."""
-        return HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"iom-gateway list cursor"
-        ).derive(self.pseudonym_keys[self.pseudonym_key_version])
+        return _cursor_key(self.pseudonym_keys[self.pseudonym_key_version])
 
     def add_pseudonym_key(self) -> int:
         """Make a new pseudonymisation key version (rotation) and persist it."""
@@ -85,6 +84,13 @@ class KeyStore:
         _write_private(self.directory / f"pseudonym-v{version}.key", base64.b64encode(key))
         self.pseudonym_keys[version] = key
         return version
+
+
+@functools.lru_cache(maxsize=4)  # derived once per key, not on every list request
+def _cursor_key(master: bytes) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"iom-gateway list cursor"
+    ).derive(master)
 
 
 def _jwk(key: ec.EllipticCurvePrivateKey, *, private: bool) -> ECKey:

@@ -8,8 +8,10 @@ back, so tests never see each other's writes.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -58,33 +60,38 @@ def make_config(tmp: Path, database_url: str, **overrides) -> Config:
     )
 
 
+def build_world(backend: str, tmp: Path, url: str, subjects: int = DEMO_SUBJECTS) -> World:
+    """Migrate the database at `url`, load the demo world and agreements into it (committed)
+    and make the app that serves it."""
+    from gateway.agreement_store import load_agreement_files
+    from gateway.demo import load_demo
+
+    upgrade(url)
+    app = create_app(make_config(tmp, url))
+    app.config["TESTING"] = True
+    app.config["GATEWAY_LOG_TRACEBACKS"] = True
+    with app.app_context():
+        session = app.extensions["gateway.db"].session
+        issued = load_demo(session, seed=2015, subjects=subjects)
+        session.flush()
+        load_agreement_files(session, sorted(app.config["GATEWAY"].agreements_dir.glob("*.yaml")))
+        session.commit()
+        session.remove()
+    clients = {
+        c.agency: DemoClient(c.client_id, c.client_secret, c.agency, c.scopes) for c in issued
+    }
+    return World(app, backend, clients, {})
+
+
 @pytest.fixture(scope="session", params=backends())
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    from gateway.agreement_store import load_agreement_files
-    from gateway.demo import load_demo
-
     tmp = tmp_path_factory.mktemp(request.param)
     with throwaway_database(request.param, tmp) as url:
-        upgrade(url)
-        app = create_app(make_config(tmp, url))
-        app.config["TESTING"] = True
-        app.config["GATEWAY_LOG_TRACEBACKS"] = True
-        with app.app_context():
-            session = app.extensions["gateway.db"].session
-            issued = load_demo(session, seed=2015, subjects=DEMO_SUBJECTS)
-            session.flush()
-            load_agreement_files(
-                session, sorted(app.config["GATEWAY"].agreements_dir.glob("*.yaml"))
-            )
-            session.commit()
-            session.remove()
-        clients = {
-            c.agency: DemoClient(c.client_id, c.client_secret, c.agency, c.scopes) for c in issued
-        }
-        yield World(app, request.param, clients, {})
-        app.extensions["gateway.db"].dispose()
+        world = build_world(request.param, tmp, url)
+        yield world
+        world.app.extensions["gateway.db"].dispose()
 
 
 @pytest.fixture
@@ -133,6 +140,41 @@ def token_for(world: World, app: Flask):
         return world.tokens[agency]
 
     return issue
+
+
+@pytest.fixture
+def load_agreement(app: Flask, db: Session, tmp_path: Path):
+    """load_agreement(yaml_text): store that agreement version, in the test's transaction,
+    and put it in force, as `iom-gateway agreements load` does."""
+    from gateway.agreement_store import load_agreement_files
+
+    def load(text: str) -> None:
+        agreement_id = re.search(r"^id: (\S+)", text, re.MULTILINE)[1]
+        path = tmp_path / f"{agreement_id}.yaml"
+        path.write_text(text)
+        load_agreement_files(db, [path])
+        db.commit()
+        app.extensions["gateway.agreements"].forget()
+
+    return load
+
+
+@pytest.fixture
+def expire_agreement(app: Flask, load_agreement):
+    """expire_agreement("core-iom"): a next version of that demo agreement, ended yesterday,
+    is the one in force (so nothing it grants is permitted any more)."""
+
+    def expire(agreement_id: str) -> None:
+        text = (app.config["GATEWAY"].agreements_dir / f"{agreement_id}.yaml").read_text()
+        version = int(re.search(r"^version: (\d+)$", text, re.MULTILINE)[1])
+        yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+        for field, value in (
+            ("version", version + 1), ("valid_until", yesterday), ("review_by", yesterday)
+        ):
+            text = re.sub(rf"^{field}: .*$", f"{field}: {value}", text, count=1, flags=re.MULTILINE)
+        load_agreement(text)
+
+    return expire
 
 
 @pytest.fixture

@@ -84,7 +84,7 @@ def render_feed(
             if referral
             else None
         )
-        if referral is not None and decision is not None and decision.permitted:
+        if decision is not None and decision.permitted:
             item["referral"] = referral_view(
                 session, policy, ring, agency, g.purpose, referral, decision, now
             )
@@ -96,7 +96,7 @@ def render_feed(
             outcome_decision = decide_on_referral(
                 policy, agency, "read", g.purpose, referral, now, resource="outcome"
             )
-            if outcome_decision is not None and outcome_decision.permitted:
+            if outcome_decision.permitted:
                 outcome = session.get(Outcome, change.outcome_id)
                 item["outcome"] = outcome_view(outcome, referral, outcome_decision, now)
                 outcome_shown = True

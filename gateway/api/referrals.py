@@ -83,29 +83,19 @@ def _load(referral_id: str) -> Referral | None:
 def _visible(caller: Caller, referral_id: str, action: str):  # type: ignore[no-untyped-def]
     """(referral, decision) for a referral the caller may `action`, else a 404 like no referral."""
     referral = _load(referral_id)
-    decision = None
-    if referral is not None:
-        note_access(subject_ids=[referral.subject_id], details={"referral": referral.id})
-        decision = decide_on_referral(
-            _policy(), _agency(caller), action, g.purpose, referral, _now()
-        )
-    if decision is None or not decision.permitted:
-        note_access(decision="deny", reason=_refusal(caller, referral, decision))
+    if referral is None:
+        note_access(decision="deny", reason="no_such_referral")
+        raise Problem(404, detail=NOT_FOUND)
+    note_access(subject_ids=[referral.subject_id], details={"referral": referral.id})
+    decision = decide_on_referral(_policy(), _agency(caller), action, g.purpose, referral, _now())
+    if not decision.permitted:
+        note_access(decision="deny", reason=_refusal_code(decision))
         raise Problem(404, detail=NOT_FOUND)
     return referral, decision
 
 
-def _refusal(caller: Caller, referral: Referral | None, decision: Decision | None) -> str:
-    """Why a referral is not shown, for the audit log (the caller only sees a 404)."""
-    if referral is None:
-        return "no_such_referral"
-    if decision is not None and decision.reasons:
-        return decision.reasons[0].code
-    if caller.agency_id not in (referral.from_agency_id, referral.to_agency_id):
-        return "not_a_party"
-    if g.purpose != referral.purpose:
-        return "not_the_referral_purpose"
-    return "retention_ended"
+def _refusal_code(decision: Decision) -> str:
+    return decision.reasons[0].code if decision.reasons else "no_agreement"
 
 
 def _respond(caller: Caller, referral: Referral, decision, status: int = 200):  # type: ignore[no-untyped-def]
@@ -271,7 +261,7 @@ def list_referrals(query: dict) -> dict:
     items, released = [], []
     for referral in page:
         decision = decide_on_referral(_policy(), agency, "list", g.purpose, referral, now)
-        if decision is not None and decision.permitted:
+        if decision.permitted:
             view = referral_view(
                 session,
                 _policy(),
@@ -419,7 +409,7 @@ def add_outcome(body: dict, referral_id: str) -> Any:
     decision = decide_on_referral(
         _policy(), _agency(caller), "create", g.purpose, referral, _now(), resource="outcome"
     )
-    if decision is None or not decision.permitted:
+    if not decision.permitted:
         note_access(decision="deny", reason="outcome_not_granted")
         raise Problem(
             403, detail="Your agreements do not let you report outcomes on this referral."

@@ -57,9 +57,11 @@ def pseudonyms_for(
     domain = pseudonym_domain(agreement_id, agency)
     found = {sid: ring.pseudonym(domain, sid) for sid in subject_ids}
     unseen = set(found.values()) - session.info.get(RESOLVED, set())
-    if unseen:
+    looked_up = sorted(unseen)
+    for start in range(0, len(looked_up), _LOOKUP_CHUNK):  # one query for a page of a list
+        chunk = looked_up[start : start + _LOOKUP_CHUNK]
         unseen -= set(
-            session.connection().execute(_INDEXED_AMONG, {"pseudonyms": list(unseen)}).scalars()
+            session.connection().execute(_INDEXED_AMONG, {"pseudonyms": chunk}).scalars()
         )
     if unseen:
         rows = [
@@ -73,6 +75,9 @@ def pseudonyms_for(
     return found
 
 
+# Pseudonyms per index lookup: a rotation map holds every subject a recipient was given, and
+# the IN list must stay well inside every driver's parameter limit.
+_LOOKUP_CHUNK = 1000
 _INDEXED_AMONG = sa.select(PseudonymIndex.pseudonym).where(
     PseudonymIndex.pseudonym.in_(sa.bindparam("pseudonyms", expanding=True))
 )
@@ -126,6 +131,17 @@ def rotate_pseudonym_key(session: Session, keys: KeyStore) -> int:
     return new
 
 
+_KEY_VERSIONS = PseudonymKeyVersion.__table__
+_SUPERSEDE_OLDER = (
+    sa.update(_KEY_VERSIONS)
+    .where(
+        _KEY_VERSIONS.c.version < sa.bindparam("current"),
+        _KEY_VERSIONS.c.superseded_at.is_(None),
+    )
+    .values(superseded_at=sa.bindparam("now", type_=_KEY_VERSIONS.c.superseded_at.type))
+)
+
+
 def record_key_versions(session: Session, keys: KeyStore, now: datetime) -> bool:
     """Record the key store's pseudonymisation key versions, each older than the current one
     as superseded from `now` unless it already was.
@@ -155,17 +171,6 @@ def record_key_versions(session: Session, keys: KeyStore, now: datetime) -> bool
     if stale:
         write_after_read(session, _SUPERSEDE_OLDER, [{"current": current, "now": now}])
     return bool(missing) or stale
-
-
-_KEY_VERSIONS = PseudonymKeyVersion.__table__
-_SUPERSEDE_OLDER = (
-    sa.update(_KEY_VERSIONS)
-    .where(
-        _KEY_VERSIONS.c.version < sa.bindparam("current"),
-        _KEY_VERSIONS.c.superseded_at.is_(None),
-    )
-    .values(superseded_at=sa.bindparam("now", type_=_KEY_VERSIONS.c.superseded_at.type))
-)
 
 
 def record_key_versions_at_start(database: Database, keys: KeyStore) -> None:
@@ -235,13 +240,6 @@ def rotation_map_for(
     result: dict[str, str] = {}
     for domain, old in by_domain.items():
         agreement_id = domain.rpartition("/")[0]
-        subject_ids = list(old)
-        for start in range(0, len(subject_ids), _MAP_CHUNK):
-            chunk = subject_ids[start : start + _MAP_CHUNK]
-            new = pseudonyms_for(session, ring, agreement_id, agency, chunk)
-            result.update((old[sid], new[sid]) for sid in chunk)
+        new = pseudonyms_for(session, ring, agreement_id, agency, list(old))
+        result.update((old[sid], new[sid]) for sid in old)
     return result
-
-
-# Subjects per index lookup: keeps the IN list well inside every driver's parameter limit.
-_MAP_CHUNK = 1000

@@ -19,7 +19,7 @@ from gateway.services.referrals import (
 )
 from gateway.services.subjects import OPEN_REFERRAL, SubjectRecord, load_subjects, retention_end
 from policies.disclose import disclose
-from policies.engine import Decision, PolicySet, decide
+from policies.engine import Decision, PolicySet, Reason, decide
 from policies.pseudonyms import Keyring
 
 
@@ -31,20 +31,24 @@ def decide_on_referral(
     referral: Referral,
     now: datetime,
     resource: str = "referral",
-) -> Decision | None:
-    """The decision for a party to the referral acting for the referral's purpose; None for
-    anyone else, for another purpose, or after retention.
+) -> Decision:
+    """The decision for a party to the referral acting for the referral's purpose; a refusal
+    naming why for anyone else, for another purpose, or after retention.
 
     A referral and its outcomes were shared for the referral's purpose only: a party using
     them under another purpose (another agreement the parties share, whose conditions may
     hold when the referral's own no longer do) would be purpose creep no lawful basis covers.
     The exception is outcomes for an agency that is not a party but manages the person: it
     may see them under its own agreement (relationship in_recipient_caseload)."""
+    def refused(code: str, message: str) -> Decision:
+        reason = Reason("-", "-", code, message)
+        return Decision(False, agency.code, action, resource, purpose, reasons=(reason,))
+
     party = agency.id in (referral.from_agency_id, referral.to_agency_id)
     if party and purpose != referral.purpose:
-        return None
+        return refused("not_the_referral_purpose", f"the referral is for {referral.purpose}")
     if not party and resource != "outcome":
-        return None
+        return refused("not_a_party", f"{agency.code} is not a party to the referral")
     subject = load_subjects(Session.object_session(referral), [referral.subject_id])[
         referral.subject_id
     ]
@@ -68,7 +72,7 @@ def decide_on_referral(
         and referral.closed_at is not None
         and now.date() > retention_end(policy, referral.purpose, referral.closed_at.date())
     ):
-        return None
+        return refused("retention_ended", "the referral closed beyond its retention period")
     return decision
 
 

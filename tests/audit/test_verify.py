@@ -35,6 +35,11 @@ class Files:
     key: Path
     lines: list[str]
 
+    def run_receipt(self, text: str) -> tuple[int, str]:
+        path = self.dir / "receipt.json"
+        path.write_text(text)
+        return run_main(["--receipt", str(path), "--public-key", str(self.key)])
+
     def run(self, *extra: str, events: list[str] | None = None) -> tuple[int, str]:
         path = self.events
         if events is not None:
@@ -186,19 +191,21 @@ def test_usage_errors_exit_2(files: Files) -> None:
     assert code == 2
 
 
-def test_receipt_mode(files: Files, log) -> None:
+def receipt_of(log) -> dict:  # type: ignore[no-untyped-def]
+    """The receipt of seq 11, as the gateway hands it to an auditor."""
     engine, _ = log
     with Session(engine) as session:
-        receipt = query.receipt(session, 11)
-    path = files.dir / "receipt.json"
-    path.write_text(json.dumps(receipt))
-    code, out = run_main(["--receipt", str(path), "--public-key", str(files.key)])
+        return query.receipt(session, 11)
+
+
+def test_receipt_mode(files: Files, log) -> None:
+    receipt = receipt_of(log)
+    code, out = files.run_receipt(json.dumps(receipt))
     assert code == 0 and "seq 11 is included" in out
     for change in ({"seq": 12}, {"event": {**receipt["event"], "status": 500}},
                    {"inclusion_proof": receipt["inclusion_proof"][:-1]},
                    {"checkpoint": receipt["checkpoint"].replace("\n40\n", "\n41\n")}):
-        path.write_text(json.dumps({**receipt, **change}))
-        code, out = run_main(["--receipt", str(path), "--public-key", str(files.key)])
+        code, out = files.run_receipt(json.dumps({**receipt, **change}))
         assert code == 1, (change, out)
 
 
@@ -212,12 +219,7 @@ def test_nan_or_infinity_in_place_of_null_is_refused(files: Files, log) -> None:
         code, out = files.run(events=lines)
         assert code == 1, out
         assert f"export line 4 is not a valid entry: {constant} is not a JSON value" in out
-    engine, _ = log
-    with Session(engine) as session:
-        receipt = json.dumps(query.receipt(session, 11))
-    path = files.dir / "receipt.json"
-    path.write_text(receipt.replace(": null", ": NaN", 1))
-    code, out = run_main(["--receipt", str(path), "--public-key", str(files.key)])
+    code, out = files.run_receipt(json.dumps(receipt_of(log)).replace(": null", ": NaN", 1))
     assert code == 1 and "NaN is not a JSON value" in out
 
 
@@ -234,12 +236,8 @@ def test_repeated_key_is_refused(files: Files, log) -> None:
     lines[3] = lines[3].replace('"agency":', '"agency":"FORGED","agency":', 1)
     code, out = files.run(events=lines)
     assert code == 1 and "seq 3: export line is not valid: an object repeats a key" in out
-    engine, _ = log
-    with Session(engine) as session:
-        receipt = json.dumps(query.receipt(session, 11))
-    path = files.dir / "receipt.json"
-    path.write_text(receipt.replace('"agency": ', '"agency": "FORGED", "agency": ', 1))
-    code, out = run_main(["--receipt", str(path), "--public-key", str(files.key)])
+    forged = json.dumps(receipt_of(log)).replace('"agency": ', '"agency": "FORGED", "agency": ', 1)
+    code, out = files.run_receipt(forged)
     assert code == 1 and "an object repeats a key" in out
 
 

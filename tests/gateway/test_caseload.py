@@ -389,14 +389,8 @@ grants:
 """
 
 
-def test_grants_with_conditions_are_decided_record_by_record(app, api, db, tmp_path):
-    from gateway.agreement_store import load_agreement_files
-
-    path = tmp_path / "test-youth-caseload.yaml"
-    path.write_text(YOUTH_CASELOAD_AGREEMENT)
-    load_agreement_files(db, [path])
-    db.commit()
-    app.extensions["gateway.agreements"].forget()
+def test_grants_with_conditions_are_decided_record_by_record(api, db, load_agreement):
+    load_agreement(YOUTH_CASELOAD_AGREEMENT)
     youth = (TODAY - timedelta(days=15 * 365)).isoformat()
     batch = [
         record("YOS/T/1", 801, date_of_birth=youth),
@@ -455,25 +449,11 @@ def test_idempotent_retry_replays_and_applies_nothing_again(api, db):
     assert sync(api, "CRC", batch, key="x" * 200).status_code == 400
 
 
-def test_a_replay_is_refused_once_no_agreement_lets_the_agency_sync(app, api, db, tmp_path):
+def test_a_replay_is_refused_once_no_agreement_lets_the_agency_sync(api, expire_agreement):
     """The replayed results name the people behind the agency's cases again."""
-    from pathlib import Path
-
-    from gateway.agreement_store import load_agreement_files
-
     batch = [record("CRC-T-ID-9", 209)]
     assert sync(api, "CRC", batch, key="crc-batch-expiry").status_code == 200
-    yesterday = (TODAY - timedelta(days=1)).isoformat()
-    source = (Path(__file__).parents[2] / "policies/agreements/core-iom.yaml").read_text()
-    expired = tmp_path / "core-iom.yaml"
-    expired.write_text(
-        source.replace("version: 3", "version: 4")
-        .replace("valid_until: 2027-03-31", f"valid_until: {yesterday}")
-        .replace("review_by: 2026-09-30", f"review_by: {yesterday}")
-    )
-    load_agreement_files(db, [expired])
-    db.commit()
-    app.extensions["gateway.agreements"].forget()
+    expire_agreement("core-iom")
     replay = sync(api, "CRC", batch, key="crc-batch-expiry")
     assert replay.status_code == 403 and "results" not in replay.get_json()
 

@@ -13,6 +13,7 @@ from joserfc.jwk import ECKey
 
 from gateway.oauth import MAX_ASSERTION_LIFETIME_SECONDS
 from gateway.services.registry import add_client, revoke_client, set_agency_suspended
+from tests.audit_log import last_event
 
 PURPOSE = {"X-Purpose": "iom-case-management"}
 
@@ -45,16 +46,6 @@ def claims(app, **overrides) -> dict:
 def sign(app, payload: dict, header: dict | None = None, key=None) -> str:
     key = key or app.extensions["gateway.keys"].token_signing_jwk()
     return jwt.encode(header or {"alg": "ES256", "typ": "at+jwt"}, payload, key)
-
-
-def last_audit_event(db) -> dict:
-    import sqlalchemy as sa
-
-    from audit.models import AuditEventRow
-
-    body = db.scalar(sa.select(AuditEventRow.body).order_by(AuditEventRow.id.desc()).limit(1))
-    assert body is not None, "no audit event was written"
-    return json.loads(body)
 
 
 def test_token_endpoint_issues_a_short_lived_rfc9068_token(client, world, app):
@@ -108,7 +99,7 @@ def test_basic_credentials_that_are_not_utf8_are_refused_and_audited(client, db,
     assert response.get_json() == control.get_json()
     assert response.get_json()["error"] == "invalid_client"
     assert response.headers["WWW-Authenticate"].startswith("Basic ")
-    event = last_audit_event(db)
+    event = last_event(db)
     assert event["request_id"] == response.headers["X-Request-ID"]
     assert (event["kind"], event["decision"], event["status"]) == (kind, "deny", 401)
     assert event["reason"] == "invalid_client"
@@ -324,7 +315,7 @@ def test_private_key_jwt_expiring_too_far_ahead_is_refused_and_audited(
     assert response.content_type == "application/json"
     assert response.get_json()["error"] == "invalid_client"
     assert "access_token" not in response.get_json()
-    event = last_audit_event(db)
+    event = last_event(db)
     assert event["request_id"] == response.headers["X-Request-ID"]
     assert (event["kind"], event["decision"], event["status"]) == ("token.refused", "deny", 400)
     assert event["reason"] == "invalid_client"

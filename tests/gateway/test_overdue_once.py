@@ -14,12 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 import gateway.services.referrals as referral_service
-from gateway import create_app
-from gateway.agreement_store import load_agreement_files
-from gateway.demo import load_demo
-from gateway.migrate import upgrade
 from gateway.models import Change, CohortMembership, Referral
-from tests.conftest import DemoClient, make_config
+from tests.conftest import build_world
 from tests.databases import backends, throwaway_database
 
 PRE_CJ = "pre-cj-referral"
@@ -28,27 +24,14 @@ PRE_CJ = "pre-cj-referral"
 @pytest.mark.skipif("postgresql" not in backends(), reason="needs PostgreSQL")
 def test_two_feed_reads_at_once_tell_an_overdue_referral_once(tmp_path, monkeypatch):
     with throwaway_database("postgresql", tmp_path) as url:
-        upgrade(url)
-        app = create_app(make_config(tmp_path, url))
+        world = build_world("postgresql", tmp_path, url, subjects=40)
+        app = world.app
         try:
             engine = app.extensions["gateway.db"].engine
-            with app.app_context():
-                session = app.extensions["gateway.db"].session
-                issued = load_demo(session, seed=2015, subjects=40)
-                load_agreement_files(
-                    session, sorted(app.config["GATEWAY"].agreements_dir.glob("*.yaml"))
-                )
-                session.commit()
-                session.remove()
-            police = next(
-                DemoClient(c.client_id, c.client_secret, c.agency, c.scopes)
-                for c in issued
-                if c.agency == "WMP"
-            )
             token = app.test_client().post(
                 "/oauth/token",
                 data={"grant_type": "client_credentials"},
-                headers=police.basic_auth,
+                headers=world.clients["WMP"].basic_auth,
             ).get_json()["access_token"]
             headers = {"Authorization": f"Bearer {token}", "X-Purpose": PRE_CJ}
             with engine.connect() as connection:

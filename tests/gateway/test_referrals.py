@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from audit.models import AuditEventRow
 from gateway.models import CohortMembership, Referral, Subject, VictimLink
+from tests.audit_log import last_event
 
 PRE_CJ = "pre-cj-referral"
 DV = "dv-perpetrator-programme"
@@ -227,8 +227,7 @@ def test_a_referral_is_used_only_for_its_purpose(api, db, refer):
         kwargs = {"json": payload, "headers": {"If-Match": etag}} if payload else {}
         response = api("WMP", method, path, purpose=DV, **kwargs)
         assert response.status_code == 404, (path, response.get_json())
-        event = json.loads(db.scalar(
-            sa.select(AuditEventRow.body).order_by(AuditEventRow.id.desc()).limit(1)))
+        event = last_event(db)
         assert event["decision"] == "deny", path
     assert event["reason"] in ("not_the_referral_purpose", "outcomes_not_granted")
     listed = api("WMP", "get", "/api/v1/referrals", purpose=DV).get_json()["items"]
@@ -256,9 +255,7 @@ def test_idempotent_retry_never_makes_a_second_referral(db, refer):
     assert first.headers["ETag"] == again.headers["ETag"]
     assert db.scalar(count) == before + 1
     # The replay discloses the person again, so its audit event names them.
-    replayed = json.loads(
-        db.scalar(sa.select(AuditEventRow.body).order_by(AuditEventRow.id.desc()).limit(1))
-    )
+    replayed = last_event(db)
     assert replayed["reason"] == "idempotent_replay"
     assert replayed["subject_ids"] == [first.get_json()["subject_ref"]]
     assert replayed["agreement"].startswith("pre-cj-referral@") and "summary" in replayed["fields"]
@@ -267,26 +264,12 @@ def test_idempotent_retry_never_makes_a_second_referral(db, refer):
     assert db.scalar(count) == before + 1
 
 
-def test_an_idempotent_replay_discloses_only_what_may_still_be_read(app, api, db, refer, tmp_path):
+def test_an_idempotent_replay_discloses_only_what_may_still_be_read(api, refer, expire_agreement):
     """A retry replays the stored referral; once no agreement lets the caller read it (here
     the agreement's new version has expired), the replay is refused like a read would be."""
-    from pathlib import Path
-
-    from gateway.agreement_store import load_agreement_files
-
     first = refer(key="retry-expiry")
     assert first.status_code == 201
-    yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
-    source = (Path(__file__).parents[2] / "policies/agreements/pre-cj-referral.yaml").read_text()
-    expired = tmp_path / "pre-cj-referral.yaml"
-    expired.write_text(
-        source.replace("version: 1", "version: 2")
-        .replace("valid_until: 2027-03-31", f"valid_until: {yesterday}")
-        .replace("review_by: 2026-06-30", f"review_by: {yesterday}")
-    )
-    load_agreement_files(db, [expired])
-    db.commit()
-    app.extensions["gateway.agreements"].forget()
+    expire_agreement(PRE_CJ)
     ref = first.get_json()["ref"]
     assert api("WMP", "get", f"/api/v1/referrals/{ref}", purpose=PRE_CJ).status_code == 404
     replay = refer(key="retry-expiry")
@@ -642,17 +625,11 @@ grants:
 
 
 def test_a_referral_relates_its_recipient_for_the_referral_purpose_only(
-    app, api, db, refer, tmp_path
+    api, refer, load_agreement
 ):
     """A pre-CJ referral to the mentors does not satisfy a grant of another agreement, for
     another purpose, conditioned on a referral to them: that would be purpose creep."""
-    from gateway.agreement_store import load_agreement_files
-
-    path = tmp_path / "mentor-housing-survey.yaml"
-    path.write_text(HOUSING_SURVEY)
-    load_agreement_files(db, [path])
-    db.commit()
-    app.extensions["gateway.agreements"].forget()
+    load_agreement(HOUSING_SURVEY)
     created = refer()
     assert created.status_code == 201
     referral = created.get_json()["ref"]

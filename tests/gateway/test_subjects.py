@@ -7,16 +7,19 @@ import base64
 import json
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from gateway.agreement_store import load_agreement_files, retire_agreement
+from gateway.agreement_store import retire_agreement
 from gateway.keys import load_from_environment
 from gateway.models import PseudonymKeyVersion, Subject, SubjectIdentifier
 from gateway.services.pseudonymisation import record_key_versions_at_start, rotate_pseudonym_key
+from tests.audit_log import last_event
 from tests.sql import statements_sent
 
 CASE = "iom-case-management"
@@ -38,12 +41,8 @@ PSEUDONYMISED_AGREEMENT = (
 
 
 @pytest.fixture
-def pseudonymised_agreement(app, db, tmp_path):
-    path = tmp_path / "test-area-profile.yaml"
-    path.write_text(PSEUDONYMISED_AGREEMENT)
-    load_agreement_files(db, [path])
-    db.commit()
-    app.extensions["gateway.agreements"].forget()
+def pseudonymised_agreement(load_agreement):
+    load_agreement(PSEUDONYMISED_AGREEMENT)
 
 
 def items(response) -> list[dict]:
@@ -152,14 +151,11 @@ def test_out_of_scope_and_nonexistent_records_are_indistinguishable(api, db):
 
 
 def test_wrong_purpose_denies_and_explains_in_the_audit_log(api, db):
-    from audit.models import AuditEventRow
 
     subject = items(api("WMP", "get", "/api/v1/subjects?limit=1"))[0]["ref"]
     response = api("WMP", "get", f"/api/v1/subjects/{subject}", purpose="performance-reporting")
     assert response.status_code == 404
-    body = json.loads(
-        db.scalar(sa.select(AuditEventRow.body).order_by(AuditEventRow.id.desc()).limit(1))
-    )
+    body = last_event(db)
     assert body["decision"] == "deny" and body["reason"] == "purpose_not_granted"
     assert body["subject_ids"] == [subject]
 
@@ -273,18 +269,14 @@ def test_pseudonyms_are_indexed_once(api, app, pseudonymised_agreement):
 
 
 def test_a_pseudonym_works_only_under_the_agreement_it_was_issued_for(
-    api, app, db, tmp_path, pseudonymised_agreement
+    api, load_agreement, pseudonymised_agreement
 ):
     """A recipient of two agreements holds two unlinkable pseudonyms per person: one read
     under the other agreement's purpose would answer with the other, linking them."""
-    second = tmp_path / "second-profile.yaml"
-    second.write_text(
+    load_agreement(
         PSEUDONYMISED_AGREEMENT.replace("id: test-area-profile", "id: second-profile")
         .replace("pre-cj-referral", "housing-planning")
     )
-    load_agreement_files(db, [second])
-    db.commit()
-    app.extensions["gateway.agreements"].forget()
     first = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral"))
     other = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="housing-planning"))
     assert first and not {r["ref"] for r in first} & {r["ref"] for r in other}
@@ -329,15 +321,26 @@ def test_pseudonymised_recipient_cannot_use_internal_ids(api, db, pseudonymised_
     )
 
 
-def test_key_rotation_keeps_old_pseudonyms_for_the_grace_period(
-    api, app, db, pseudonymised_agreement
-):
+@contextmanager
+def rotated_pseudonym_key(app, db) -> Iterator[tuple[int, int]]:
+    """(old, new) versions of a rotation done for the test; the session's key store gets its
+    keys back afterwards (the world is shared by every test)."""
     keys = app.extensions["gateway.keys"]
-    old = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral"))
     old_version = keys.pseudonym_key_version
     new_version = rotate_pseudonym_key(db, keys)
     db.commit()
     try:
+        yield old_version, new_version
+    finally:
+        keys.pseudonym_keys.pop(new_version)
+        (Path(keys.directory) / f"pseudonym-v{new_version}.key").unlink()
+
+
+def test_key_rotation_keeps_old_pseudonyms_for_the_grace_period(
+    api, app, db, pseudonymised_agreement
+):
+    old = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral"))
+    with rotated_pseudonym_key(app, db) as (old_version, _):
         new = items(
             api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral")
         )
@@ -373,9 +376,6 @@ def test_key_rotation_keeps_old_pseudonyms_for_the_grace_period(
             ).status_code
             == 404
         )
-    finally:
-        keys.pseudonym_keys.pop(new_version)
-        (Path(keys.directory) / f"pseudonym-v{new_version}.key").unlink()
 
 
 def rotation_map(api, from_version: int) -> dict[str, str]:
@@ -412,20 +412,13 @@ def test_rotation_map_gives_pseudonyms_that_resolve(api, app, db, pseudonymised_
     """A recipient that rotates straight from the map, before any list hands it the new
     pseudonyms, can use them at once."""
     old = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral"))
-    keys = app.extensions["gateway.keys"]
-    old_version = keys.pseudonym_key_version
-    new_version = rotate_pseudonym_key(db, keys)
-    db.commit()
-    try:
+    with rotated_pseudonym_key(app, db) as (old_version, new_version):
         mapping = rotation_map(api, old_version)
         for record in old:
             new = mapping[record["ref"]]
             assert new.startswith(f"psn{new_version}_")
             again = api("VSP-HOUSING", "get", f"/api/v1/subjects/{new}", purpose="pre-cj-referral")
             assert again.status_code == 200 and again.get_json()["ref"] == new
-    finally:
-        keys.pseudonym_keys.pop(new_version)
-        (Path(keys.directory) / f"pseudonym-v{new_version}.key").unlink()
 
 
 @pytest.mark.parametrize("ended_by", ["grace-period", "retired-agreement"])
@@ -433,11 +426,7 @@ def test_rotation_map_leaves_out_pseudonyms_that_no_longer_resolve(
     api, app, db, pseudonymised_agreement, ended_by
 ):
     old = items(api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral"))
-    keys = app.extensions["gateway.keys"]
-    old_version = keys.pseudonym_key_version
-    new_version = rotate_pseudonym_key(db, keys)
-    db.commit()
-    try:
+    with rotated_pseudonym_key(app, db) as (old_version, _):
         assert {r["ref"] for r in old} <= set(rotation_map(api, old_version))
         if ended_by == "grace-period":
             age_key_version(app, db, old_version)
@@ -448,9 +437,6 @@ def test_rotation_map_leaves_out_pseudonyms_that_no_longer_resolve(
         for record in old:
             assert status_of(api, record["ref"]) == 404
         assert not {r["ref"] for r in old} & set(rotation_map(api, old_version))
-    finally:
-        keys.pseudonym_keys.pop(new_version)
-        (Path(keys.directory) / f"pseudonym-v{new_version}.key").unlink()
 
 
 def test_environment_key_rotation_expires_old_pseudonyms_after_the_grace_period(
@@ -472,20 +458,17 @@ def test_environment_key_rotation_expires_old_pseudonyms_after_the_grace_period(
     monkeypatch.setenv("GATEWAY_PSEUDONYM_KEYS", f"1:{v1},2:{v2}")
     environment_keys = load_from_environment()
     assert environment_keys is not None and environment_keys.directory is None
-    app.extensions["gateway.keys"] = environment_keys
-    try:
-        record_key_versions_at_start(app.extensions["gateway.db"], environment_keys)  # restart
-        new = items(
-            api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral")
-        )
-        assert {r["ref"][:5] for r in new} == {"psn2_"}
-        assert all(status_of(api, r["ref"]) == 200 for r in old)  # within the grace period
-        age_key_version(app, db, 1)
-        record_key_versions_at_start(app.extensions["gateway.db"], environment_keys)  # again
-        assert all(status_of(api, r["ref"]) == 404 for r in old)  # expired
-        assert all(status_of(api, r["ref"]) == 200 for r in new)
-    finally:
-        app.extensions["gateway.keys"] = directory_keys
+    monkeypatch.setitem(app.extensions, "gateway.keys", environment_keys)
+    record_key_versions_at_start(app.extensions["gateway.db"], environment_keys)  # restart
+    new = items(
+        api("VSP-HOUSING", "get", "/api/v1/subjects?limit=3", purpose="pre-cj-referral")
+    )
+    assert {r["ref"][:5] for r in new} == {"psn2_"}
+    assert all(status_of(api, r["ref"]) == 200 for r in old)  # within the grace period
+    age_key_version(app, db, 1)
+    record_key_versions_at_start(app.extensions["gateway.db"], environment_keys)  # again
+    assert all(status_of(api, r["ref"]) == 404 for r in old)  # expired
+    assert all(status_of(api, r["ref"]) == 200 for r in new)
 
 
 def test_providers_never_see_victims(api, pseudonymised_agreement):

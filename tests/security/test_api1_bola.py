@@ -107,7 +107,7 @@ class Oracle:
         decision = decide_on_referral(
             self.policy, self.agencies[agency], "read", purpose, referral, self.now
         )
-        return decision is not None and decision.permitted
+        return decision.permitted
 
     def outcomes(self, agency: str, purpose: str, ref: str) -> bool:
         """Outcomes follow their own grants: a party, or an agency managing the person."""
@@ -123,7 +123,7 @@ class Oracle:
             self.now,
             resource="outcome",
         )
-        return decision is not None and decision.permitted
+        return decision.permitted
 
     def _agreements(self, agency: str, purpose: str, ref: str) -> bool:
         return any(a.id == ref and agency in a.party_codes for a in self.policy.agreements)

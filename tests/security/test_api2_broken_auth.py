@@ -20,6 +20,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from audit.models import AuditEventRow
+from tests.audit_log import last_event
 from tests.security.conftest import API, PROBLEM, minimal_instance
 
 CASE = "iom-case-management"
@@ -73,9 +74,7 @@ def test_a_revoked_token_is_refused_by_every_operation(client, world, db, operat
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
         assert response.get_json()["type"].endswith("invalid-token")
         assert db.scalar(count) == before + 1, f"{operation.label} refusal not audited"
-        event = json.loads(
-            db.scalar(sa.select(AuditEventRow.body).order_by(AuditEventRow.id.desc()).limit(1))
-        )
+        event = last_event(db)
         assert (event["decision"], event["status"], event["client_id"]) == ("deny", 401, None)
     # and it cannot be used to obtain anything at the authorization server either
     again = client.post("/oauth/revoke", data={"token": token}, headers=headers)

@@ -23,7 +23,6 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.agreement_store import load_agreement_files
 from gateway.models import Agency, Referral
 from gateway.services.decisions import decide_on_subject
 from gateway.services.pseudonymisation import resolve_pseudonym
@@ -165,12 +164,8 @@ def test_operations_without_a_query_refuse_one(api, operations, purposes_by_agen
 
 
 @pytest.fixture
-def pseudonymised_agreement(app, db, tmp_path, seeded):  # after seeding: its listings are cached
-    path = tmp_path / "test-area-profile.yaml"
-    path.write_text(PSEUDONYMISED_AGREEMENT)
-    load_agreement_files(db, [path])
-    db.commit()
-    app.extensions["gateway.agreements"].forget()
+def pseudonymised_agreement(load_agreement, seeded):  # after seeding: its listings are cached
+    load_agreement(PSEUDONYMISED_AGREEMENT)
 
 
 def released_keys(decision, resource: str) -> set[str]:  # type: ignore[no-untyped-def]
@@ -254,7 +249,7 @@ class Checker:
         decision = decide_on_referral(
             self.policy, self.agencies[agency], action, purpose, referral, self.now
         )
-        assert decision is not None and decision.permitted
+        assert decision.permitted
         extra = set(record) - released_keys(decision, "referral")
         assert not extra, f"{agency} ({purpose}) was sent {sorted(extra)} of a referral"
         check_nested(record, decision, "referral")

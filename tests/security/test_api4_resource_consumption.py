@@ -25,15 +25,11 @@ from redis.exceptions import RedisError
 from audit.models import AuditEventRow
 from gateway import create_app
 from gateway.limits import CONFIG_LIMIT, CONFIG_TOKEN_LIMIT
+from tests.audit_log import last_event
 from tests.security.conftest import API, PROBLEM, data_row_counts
 
 CASE = "iom-case-management"
 REDIS = ("127.0.0.1", 6379)
-
-
-def last_event(db) -> dict:  # type: ignore[no-untyped-def]
-    body = db.scalar(sa.select(AuditEventRow.body).order_by(AuditEventRow.id.desc()).limit(1))
-    return json.loads(body)
 
 
 def audited(db) -> int:  # type: ignore[no-untyped-def]

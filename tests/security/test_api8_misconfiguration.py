@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from audit.models import AuditEventRow
 from gateway import create_app
+from tests.audit_log import last_event
 from tests.security.conftest import API, LEAK_MARKERS, PROBLEM, concrete_path
 
 CASE = "iom-case-management"
@@ -148,9 +149,7 @@ def test_internal_errors_reveal_nothing_and_are_audited(
         assert marker not in text, marker
     check_headers(response, f"forced {type(error).__name__}")
     assert db.scalar(sa.select(sa.func.count()).select_from(AuditEventRow)) == before + 1
-    event = json.loads(
-        db.scalar(sa.select(AuditEventRow.body).order_by(AuditEventRow.id.desc()).limit(1))
-    )
+    event = last_event(db)
     assert (event["status"], event["decision"]) == (status, "deny")
     assert "Secret-Surname" not in json.dumps(event)
     # the log line names the type only: messages may carry personal data

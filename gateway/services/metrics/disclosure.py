@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -317,7 +317,7 @@ def pinned_at_bounds(
             index[k]: 1 if k == relation.total else -1 for k in relation.members if k in suppressed
         }
         if row:
-            _insert_exact(row, pivots, holders)
+            _insert(row, pivots, holders, RATIONAL)
     # A pivot is the smallest column of its row, so a row with a tight pivot holds tight only.
     basis = [row for col, row in pivots.items() if col >= len(loose)]
     pinned: set[int] = set()
@@ -439,65 +439,34 @@ def _simplex(
     return solution[:n]
 
 
-def _axpy(target: dict[int, int], factor: int, row: Mapping[int, int]) -> None:
-    """target -= factor * row (mod p), dropping zeros."""
-    for col, value in row.items():
-        updated = (target.get(col, 0) - factor * value) % _PRIME
+Row = dict[int, int]
+# How rows are combined: eliminate a column from a row by a pivot row, and scale a row to its
+# pivot. Modulo the prime for `exposed_cells`; over the rationals for `pinned_at_bounds`.
+Arithmetic = tuple[Callable[[Row, Row, int], Row], Callable[[Row, int], Row]]
+
+
+def _eliminated_mod(target: Row, row: Row, col: int) -> Row:
+    """target - target[col] * row (mod p; row[col] is 1), in place, dropping zeros."""
+    factor = target[col]
+    for c, value in row.items():
+        updated = (target.get(c, 0) - factor * value) % _PRIME
         if updated:
-            target[col] = updated
+            target[c] = updated
         else:
-            target.pop(col, None)
+            target.pop(c, None)
+    return target
 
 
-def _insert(
-    row: dict[int, int], pivots: dict[int, dict[int, int]], holders: dict[int, set[int]]
-) -> None:
-    """Add one equation, keeping the pivot rows in reduced row echelon form."""
-    for col in [c for c in row if c in pivots]:  # pivot rows hold no other pivot column
-        _axpy(row, row[col], pivots[col])
-    if not row:
-        return
-    pivot = min(row)
+def _normalised_mod(row: Row, pivot: int) -> Row:
+    if row[pivot] == 1:
+        return row
     inverse = pow(row[pivot], -1, _PRIME)
-    row = {c: v * inverse % _PRIME for c, v in row.items()}
-    for other in list(holders.get(pivot, ())):
-        before = set(pivots[other])
-        _axpy(pivots[other], pivots[other][pivot], row)
-        for col in before - set(pivots[other]):
-            holders[col].discard(other)
-        for col in set(pivots[other]) - before:
-            holders[col].add(other)
-    pivots[pivot] = row
-    for col in row:
-        holders[col].add(pivot)
+    return {c: v * inverse % _PRIME for c, v in row.items()}
 
 
-def _insert_exact(
-    row: dict[int, int], pivots: dict[int, dict[int, int]], holders: dict[int, set[int]]
-) -> None:
-    """`_insert` over the rationals, kept in integers: each row is scaled to coprime entries
-    with a positive pivot (scaling by a positive number changes no sign, which is all that
-    `_largest_nonnegative_support` needs)."""
-    for col in [c for c in row if c in pivots]:
-        row = _combine(row, pivots[col], col)
-    if not row:
-        return
-    pivot = min(row)
-    row = _normalised(row, pivot)
-    for other in list(holders.get(pivot, ())):
-        before = set(pivots[other])
-        pivots[other] = _normalised(_combine(pivots[other], row, pivot), other)
-        for col in before - set(pivots[other]):
-            holders[col].discard(other)
-        for col in set(pivots[other]) - before:
-            holders[col].add(other)
-    pivots[pivot] = row
-    for col in row:
-        holders[col].add(pivot)
-
-
-def _combine(target: dict[int, int], row: Mapping[int, int], col: int) -> dict[int, int]:
-    """row[col] * target - target[col] * row (col drops out; row[col] > 0 keeps the signs)."""
+def _eliminated_rational(target: Row, row: Row, col: int) -> Row:
+    """row[col] * target - target[col] * row: col drops out, and row[col] > 0 keeps the signs
+    (all that `_largest_nonnegative_support` needs)."""
     scale, factor = row[col], target[col]
     out = {c: scale * v for c, v in target.items()}
     for c, v in row.items():
@@ -509,9 +478,40 @@ def _combine(target: dict[int, int], row: Mapping[int, int], col: int) -> dict[i
     return out
 
 
-def _normalised(row: dict[int, int], pivot: int) -> dict[int, int]:
+def _normalised_rational(row: Row, pivot: int) -> Row:
+    """Coprime integer entries, the pivot positive."""
     divisor = math.gcd(*row.values()) * (1 if row[pivot] > 0 else -1)
     return {c: v // divisor for c, v in row.items()}
+
+
+MODULAR: Arithmetic = (_eliminated_mod, _normalised_mod)
+RATIONAL: Arithmetic = (_eliminated_rational, _normalised_rational)
+
+
+def _insert(
+    row: Row,
+    pivots: dict[int, Row],
+    holders: dict[int, set[int]],
+    arithmetic: Arithmetic = MODULAR,
+) -> None:
+    """Add one equation, keeping the pivot rows in reduced row echelon form."""
+    eliminated, normalised = arithmetic
+    for col in [c for c in row if c in pivots]:  # pivot rows hold no other pivot column
+        row = eliminated(row, pivots[col], col)
+    if not row:
+        return
+    pivot = min(row)
+    row = normalised(row, pivot)
+    for other in list(holders.get(pivot, ())):
+        before = set(pivots[other])
+        pivots[other] = normalised(eliminated(pivots[other], row, pivot), other)
+        for col in before - set(pivots[other]):
+            holders[col].discard(other)
+        for col in set(pivots[other]) - before:
+            holders[col].add(other)
+    pivots[pivot] = row
+    for col in row:
+        holders[col].add(pivot)
 
 
 def secondary_suppression(
